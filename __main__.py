@@ -1,0 +1,5 @@
+import sys
+
+from longllava.cli import main
+
+sys.exit(main())

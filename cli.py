@@ -1,0 +1,46 @@
+"""The ``longllava`` command line: a thin layer over the same functions the tests call.
+
+Each subsystem contributes its sub-commands through a ``register(commands, bench)`` function in
+its own ``cli`` module; handlers import their heavy dependencies lazily so ``longllava --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from longllava.errors import InputError
+
+# Modules whose ``register(commands, bench)`` adds sub-commands (and ``bench`` targets).
+COMMAND_MODULES = [
+    "longllava.core.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="longllava",
+        description="LongLLaVA domain toolkit: long-context multimodal QA over CT volumes, "
+        "pathology slides and large remote-sensing scenes.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    bench_parser = commands.add_parser("bench", help="speed / memory benchmarks (print figures)")
+    bench = bench_parser.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands, bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
