@@ -1,0 +1,79 @@
+"""One entry point from (benchmark, prediction file, ground-truth file) to a :class:`ScoreResult`.
+
+The scorers themselves are pure functions over parsed records (:func:`score_llava_med_vqa`,
+:func:`score_multiple_choice`, :func:`score_ct_rate`, :func:`score_fit_rsfg`); this module only picks
+the readers. VQA-RAD / PathVQA have two protocols, recognised from the ground-truth layout: a
+LLaVA-Med ``test.json`` (records with ``conversations``) -> ``llava-med``; a HuatuoGPT-Vision
+evaluation file (records with ``options``) -> ``multiple-choice``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from longllava.errors import InputError
+from longllava.eval.benchmarks import BENCHMARKS
+from longllava.eval.ct_rate import (VOLUME_COLUMN, ct_rate_table_from_answers,
+                                    read_ct_rate_labels, read_ct_rate_prediction_csv, score_ct_rate)
+from longllava.eval.files import load_json_list
+from longllava.eval.fit_rsfg import read_fit_rsfg_ground_truth, score_fit_rsfg
+from longllava.eval.llava_med import (is_llava_med_ground_truth, read_llava_med_ground_truth,
+                                      score_llava_med_vqa)
+from longllava.eval.multiple_choice import (is_multiple_choice_ground_truth,
+                                            read_multiple_choice_ground_truth,
+                                            score_multiple_choice)
+from longllava.eval.predictions import read_predictions
+from longllava.eval.results import ScoreResult
+
+
+def vqa_protocol_of(ground_truth: str | Path) -> str:
+    """``llava-med`` or ``multiple-choice``, from the layout of a VQA-RAD / PathVQA ground truth."""
+    records = load_json_list(ground_truth, "a LLaVA-Med test.json or a HuatuoGPT-Vision "
+                                           "evaluation file")
+    if is_llava_med_ground_truth(records):
+        return "llava-med"
+    if is_multiple_choice_ground_truth(records):
+        return "multiple-choice"
+    raise InputError(f"{ground_truth}: neither a LLaVA-Med test.json (records with 'conversations') "
+                     f"nor a HuatuoGPT-Vision evaluation file (records with 'options')")
+
+
+def _is_csv(path: Path) -> bool:
+    if path.suffix.lower() == ".csv":
+        return True
+    with path.open(encoding="utf-8") as handle:
+        return handle.readline().lstrip("\ufeff").startswith(VOLUME_COLUMN)
+
+
+def score_files(benchmark: str, predictions: str | Path, ground_truth: str | Path, *,
+                protocol: str | None = None, strict: bool = False) -> ScoreResult:
+    """Score a prediction file against a ground-truth file, with the benchmark's official protocol."""
+    if benchmark not in BENCHMARKS:
+        raise InputError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    if benchmark in ("vqa-rad", "pathvqa"):
+        layout = vqa_protocol_of(ground_truth)
+        if protocol is not None and protocol != layout:
+            raise InputError(f"{ground_truth}: --protocol {protocol} was asked for, but this ground "
+                             f"truth is in the {layout} layout; pass the matching file or protocol")
+        if strict and layout != "llava-med":
+            raise InputError("--strict applies to the llava-med protocol only")
+        if layout == "llava-med":
+            return score_llava_med_vqa(read_llava_med_ground_truth(ground_truth),
+                                       read_predictions(predictions), benchmark=benchmark,
+                                       strict=strict)
+        return score_multiple_choice(read_multiple_choice_ground_truth(ground_truth),
+                                     read_predictions(predictions), benchmark=benchmark)
+    if protocol is not None:
+        raise InputError(f"--protocol applies to vqa-rad and pathvqa only; {benchmark} has one "
+                         f"protocol")
+    if strict:
+        raise InputError("--strict applies to the llava-med protocol of vqa-rad / pathvqa only")
+    if benchmark == "ct-rate":
+        labels = read_ct_rate_labels(ground_truth)
+        path = Path(predictions)
+        if not path.is_file():
+            raise InputError(f"{path}: prediction file not found")
+        table = (read_ct_rate_prediction_csv(path) if _is_csv(path)
+                 else ct_rate_table_from_answers(read_predictions(path)))
+        return score_ct_rate(labels, table)
+    return score_fit_rsfg(read_fit_rsfg_ground_truth(ground_truth), read_predictions(predictions))
