@@ -16,6 +16,7 @@ from longllava.errors import InputError
 # Modules whose ``register(commands, bench)`` adds sub-commands (and ``bench`` targets).
 COMMAND_MODULES = [
     "longllava.core.cli",
+    "longllava.eval.cli",
 ]
 
 
