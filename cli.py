@@ -16,7 +16,9 @@ from longllava.errors import InputError
 # Modules whose ``register(commands, bench)`` adds sub-commands (and ``bench`` targets).
 COMMAND_MODULES = [
     "longllava.core.cli",
+    "longllava.domains.medical.cli",
     "longllava.eval.cli",
+    "longllava.domains.remote_sensing.cli",
 ]
 
 

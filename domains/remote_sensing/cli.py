@@ -1,0 +1,92 @@
+"""CLI for remote sensing: ``scene-tiles`` and ``bench scene``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from longllava.errors import InputError
+
+DEFAULT_GDAL_CACHE_MB = 256  # bounds GDAL's block cache (default: 5% of RAM), and so the peak RSS
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--bands takes 1-based band indexes like 4,3,2, got {text!r}") from error
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    tiles = commands.add_parser(
+        "scene-tiles", help="cut a large raster scene into geo-referenced tiles (PNGs, thumbnail, grid.geojson)")
+    tiles.add_argument("path", help="GeoTIFF / COG or any GDAL raster")
+    tiles.add_argument("--out", required=True, help="output folder")
+    tiles.add_argument("--tile", type=int, default=336, help="tile size in pixels (336, 168, 512, ...)")
+    tiles.add_argument("--overlap", type=int, default=0, help="overlap between neighbouring tiles in pixels")
+    tiles.add_argument("--max-tiles", type=int, default=None,
+                       help="read at a coarser level when the full-resolution grid has more tiles")
+    tiles.add_argument("--bands", type=_bands, default=None, help="bands shown as R,G,B (1-based), e.g. 4,3,2")
+    tiles.add_argument("--drop-empty", action="store_true", help="leave out all-nodata tiles")
+    tiles.add_argument("--gdal-cache-mb", type=int, default=DEFAULT_GDAL_CACHE_MB)
+    tiles.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    tiles.set_defaults(func=_scene_tiles)
+
+    scene = bench.add_parser("scene", help="tiling throughput and peak RSS on a large generated GeoTIFF")
+    scene.add_argument("--size", type=int, default=30000, help="generated scene side in pixels")
+    scene.add_argument("--tile", type=int, default=336)
+    scene.add_argument("--path", default=None, help="benchmark this raster instead of generating one")
+    scene.add_argument("--workdir", default=None, help="where to generate the scene (default: a temp dir)")
+    scene.add_argument("--keep", action="store_true", help="keep the generated scene")
+    scene.add_argument("--limit", type=int, default=None, help="read only the first N tiles")
+    scene.add_argument("--gdal-cache-mb", type=int, default=DEFAULT_GDAL_CACHE_MB)
+    scene.add_argument("--repeat", type=int, default=2, help="runs of each measurement (best time kept)")
+    scene.add_argument("--json", action="store_true")
+    scene.set_defaults(func=_bench_scene)
+
+
+def _scene_tiles(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import rasterio
+
+    from longllava.domains.remote_sensing.scene import open_scene
+    from longllava.domains.remote_sensing.tiling import tile_scene
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with rasterio.Env(GDAL_CACHEMAX=args.gdal_cache_mb * 1024 * 1024):
+        with open_scene(args.path, bands=args.bands) as scene:
+            grid = tile_scene(scene, tile=args.tile, overlap=args.overlap, max_tiles=args.max_tiles,
+                              drop_empty=args.drop_empty)
+            for tile in grid.tiles:
+                tile.image().save(out / f"tile_r{tile.row:03d}_c{tile.col:03d}.png")
+            grid.thumbnail.save(out / "thumbnail.png")
+            (out / "grid.geojson").write_text(json.dumps(grid.to_geojson()))
+            summary = {**grid.summary(), "out": str(out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['path']}: {summary['rows']} x {summary['cols']} tiles of {summary['tile']} px "
+              f"({summary['num_tiles']} written, {summary['num_dropped']} dropped), downsample "
+              f"{summary['downsample']}, gsd {summary['gsd']} m, crs {summary['crs']}")
+        print(f"bounds {summary['bounds']}  lon/lat {summary['lonlat_bounds']}")
+        print(f"wrote tiles, thumbnail.png, grid.geojson and summary.json to {out}")
+    return 0
+
+
+def _bench_scene(args: argparse.Namespace) -> int:
+    from longllava.domains.remote_sensing.bench import run_scene_bench
+
+    report = run_scene_bench(path=args.path, size=args.size, tile=args.tile, workdir=args.workdir,
+                             keep=args.keep, limit=args.limit, gdal_cache_mb=args.gdal_cache_mb,
+                             repeat=args.repeat)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:>24}: {value}")
+    return 0
