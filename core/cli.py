@@ -1,16 +1,125 @@
-"""CLI for the core: ``ask``, ``convert``, ``info`` and ``bench model``."""
+"""CLI for the core: ``ask``, ``convert``, ``info``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+DEFAULT_MODEL = "tiny-random"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    ask = commands.add_parser("ask", help="answer a question about images, an image stack, a CT or a scene")
+    _add_model_args(ask)
+    ask.add_argument("--image", nargs="+", default=[], metavar="P", help="single images, one <img> block each")
+    ask.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
+    ask.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
+    ask.add_argument("--tile", type=int, default=336, choices=(168, 336), help="sub-image size for --highres")
+    ask.add_argument("--question", required=True)
+    ask.add_argument("--max-new-tokens", type=int, default=64)
+    ask.add_argument("--json", action="store_true", help="print a JSON summary")
+    ask.set_defaults(func=_ask)
+
+    convert = commands.add_parser("convert", help="convert a released LongLLaVA checkpoint to this project's layout")
+    convert.add_argument("ref_dir", type=Path)
+    convert.add_argument("--clip", type=Path, required=True, help="CLIP ViT-L/14-336 checkpoint directory")
+    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--max-shard-size", default="5GB")
+    convert.add_argument("--allow-pickle", action="store_true", help="read .bin (pickled) weights")
+    convert.set_defaults(func=_convert)
+
     info = commands.add_parser("info", help="config summary of a model (no weights materialised)")
-    info.add_argument("--model", default="tiny-random")
+    info.add_argument("--model", default=DEFAULT_MODEL)
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_info)
 
 
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="tiny-random, longllava-9b, longllava-a13b or a checkpoint dir")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--int8", action="store_true", help="8-bit weights via bitsandbytes (CUDA only)")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights")
+
+
+def load_from_args(args: argparse.Namespace):
+    import torch
+
+    from longllava.core.pipeline import LongLlava
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    return LongLlava.load(args.model, dtype=dtype, device=device, allow_pickle=args.allow_pickle, int8=args.int8)
+
+
+def _stack_paths(items: list[str]) -> list[Path]:
+    from longllava.errors import InputError
+
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"--stack directory {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise InputError(f"--stack item not found: {path}")
+    return paths
+
+
+def build_visuals(args: argparse.Namespace) -> list:
+    from longllava.core import protocol
+    from longllava.core.processor import open_image, partition_highres
+
+    visuals: list = [protocol.ImageInput(open_image(p), {"path": str(p)}) for p in args.image]
+    if args.stack:
+        paths = _stack_paths(args.stack)
+        visuals.append(protocol.StackInput([open_image(p) for p in paths], [{"path": str(p)} for p in paths]))
+    if args.highres:
+        part = partition_highres(args.highres, args.tile)
+        visuals.append(protocol.HighResInput(part.global_view, part.tiles, part.rows, part.cols))
+    return visuals
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from longllava.errors import InputError
+
+    visuals = build_visuals(args)
+    if not visuals:
+        raise InputError("give at least one visual input: --image, --stack or --highres")
+    llava = load_from_args(args)
+    answer = llava.ask(visuals, args.question, max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps({**answer.summary(), "model": str(args.model)}))
+    else:
+        if str(args.model) == "tiny-random":
+            print("note: tiny-random has untrained random weights; its answer is meaningless")
+        print(answer.text)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from longllava.core.checkpoint import convert_reference_checkpoint
+
+    summary = convert_reference_checkpoint(
+        args.ref_dir, args.clip, args.out, allow_pickle=args.allow_pickle, max_shard_size=args.max_shard_size
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
-    raise SystemExit("not yet wired")
+    from longllava.core.info import model_info
+
+    info = model_info(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:>26}: {value}")
+    return 0

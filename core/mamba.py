@@ -1,0 +1,139 @@
+"""What chunked prefill and packed training need from Jamba's Mamba layers.
+
+transformers' ``JambaMambaMixer`` restarts the selective scan from a zero state for every
+multi-token forward: it carries the *conv* context across a cache, but not the SSM state. That is
+right for one-shot prefill and single-token decoding, and wrong for
+
+* chunked prefill (a 1000-image prompt fed in pieces so activation memory stays bounded): chunk
+  k+1 must start from the SSM state chunk k ended with;
+* packed training (several samples in one row, ``position_ids`` restarting at 0 for each): state
+  and conv context must not flow from one sample into the next.
+
+``StatefulMambaMixer`` handles those two cases with the pure-torch scan (mambapy's parallel scan,
+or the sequential fallback) and defers to the parent (which picks the mamba-ssm CUDA kernels when
+installed) in every other case. Both fixes are exact rewrites of the recurrence
+``h_t = dA_t * h_{t-1} + dBx_t``: an initial state enters as ``dBx_0 += dA_0 * h0`` and a sample
+boundary at t sets ``dA_t = 0``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.models.jamba import modeling_jamba
+from transformers.models.jamba.modeling_jamba import (
+    JambaMambaDecoderLayer,
+    JambaMambaMixer,
+    apply_mask_to_padding_states,
+)
+from transformers.utils.import_utils import is_mambapy_available
+
+
+def _sequential_scan(dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
+    states, h = [], torch.zeros_like(dBx[:, 0])
+    for t in range(dA.shape[1]):
+        h = dA[:, t] * h + dBx[:, t]
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
+def selective_scan(dA: torch.Tensor, dBx: torch.Tensor, use_mambapy: bool) -> torch.Tensor:
+    """All states of ``h_t = dA_t * h_{t-1} + dBx_t`` (h_{-1} = 0); tensors are (B, L, D, N)."""
+    if use_mambapy and is_mambapy_available():
+        from mambapy.pscan import pscan
+
+        return pscan(dA, dBx)
+    return _sequential_scan(dA, dBx)
+
+
+class StatefulMambaMixer(JambaMambaMixer):
+    def forward(self, hidden_states, cache=None, attention_mask=None, position_ids=None, **kwargs):
+        seq_len = hidden_states.shape[1]
+        initial_state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        resets = None
+        if position_ids is not None and seq_len > 1:
+            starts = position_ids[..., 1:] == 0
+            if bool(starts.any()):
+                resets = F.pad(starts, (1, 0), value=False).expand(hidden_states.shape[0], -1)
+        continuing = initial_state is not None and seq_len > 1
+        if not continuing and resets is None:
+            return super().forward(hidden_states, cache=cache, attention_mask=attention_mask)
+        if continuing and resets is not None:
+            raise ValueError("packed samples (position_ids restarting at 0) cannot continue a cached state")
+        return self._scan_forward(hidden_states, cache, attention_mask, initial_state, resets)
+
+    def _scan_forward(self, hidden_states, cache, attention_mask, initial_state, resets):
+        batch, seq_len, _ = hidden_states.shape
+        dtype = hidden_states.dtype
+        kernel = self.conv_kernel_size
+        hidden_states = apply_mask_to_padding_states(hidden_states, attention_mask)
+        x, gate = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # (B, D, L) each
+
+        # Causal depthwise conv over [context, x]: context is the cached tail of the previous chunk.
+        if cache is not None:
+            full = cache.update_conv_state(x, self.layer_idx, conv_kernel_size=kernel)
+            context = full[..., : full.shape[-1] - seq_len]
+        else:
+            context = x[..., :0]
+        context = F.pad(context, (max(0, kernel - 1 - context.shape[-1]), 0))[..., -(kernel - 1) :]
+        windows = torch.cat([context, x], dim=-1).unfold(-1, kernel, 1)  # (B, D, L, K)
+        if resets is not None:
+            # tap j of window t reads position t-(K-1)+j; it must belong to the same packed sample
+            segment = resets.long().cumsum(-1)  # (B, L)
+            padded = F.pad(segment, (kernel - 1, 0), value=-1)
+            taps = padded.unfold(-1, kernel, 1)  # (B, L, K)
+            windows = windows * (taps == segment[..., None]).unsqueeze(1).to(windows.dtype)
+        x = (windows * self.conv1d.weight.squeeze(1)[None, :, None, :]).sum(-1)
+        if self.conv1d.bias is not None:
+            x = x + self.conv1d.bias[None, :, None]
+        x = self.act(x)
+
+        x = apply_mask_to_padding_states(x.transpose(1, 2), attention_mask)  # (B, L, D)
+        time_step, B, C = torch.split(
+            self.x_proj(x), [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1
+        )
+        time_step = self.dt_layernorm(time_step)
+        B = self.b_layernorm(B).float()
+        C = self.c_layernorm(C).float()
+        dt = F.softplus(self.dt_proj(time_step).float())  # (B, L, D)
+        A = -torch.exp(self.A_log.float())  # (D, N)
+        dA = torch.exp(dt[..., None] * A)  # (B, L, D, N)
+        dBx = dt[..., None] * B[:, :, None, :] * x.float()[..., None]
+        if resets is not None:
+            dA = dA * (~resets)[..., None, None].to(dA.dtype)
+        if initial_state is not None:
+            dBx = torch.cat([dBx[:, :1] + dA[:, :1] * initial_state.float()[:, None], dBx[:, 1:]], dim=1)
+        states = selective_scan(dA, dBx, self.use_mambapy)
+        y = (states @ C[..., None]).squeeze(-1)  # (B, L, D)
+        y = y + x.float() * self.D.float()
+        y = y * F.silu(gate.transpose(1, 2).float())
+        if cache is not None:
+            cache.update_recurrent_state(states[:, -1].to(initial_state.dtype if initial_state is not None else dtype), self.layer_idx)
+        return self.out_proj(y.to(dtype))
+
+
+class PackingAwareMambaDecoderLayer(JambaMambaDecoderLayer):
+    """Jamba's Mamba decoder layer, passing ``position_ids`` on so the mixer sees sample starts."""
+
+    def forward(self, hidden_states, attention_mask=None, position_ids=None, cache=None, **kwargs):
+        residual = hidden_states
+        hidden_states = self.mamba(
+            self.input_layernorm(hidden_states),
+            cache=cache,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+        )
+        hidden_states = residual + hidden_states
+        residual = hidden_states
+        return residual + self.feed_forward(self.pre_ff_layernorm(hidden_states))
+
+
+def make_stateful(language_model: modeling_jamba.JambaForCausalLM) -> None:
+    """Give every Mamba layer of ``language_model`` the chunk- and packing-aware behaviour above.
+
+    The classes are swapped in place (same parameters, same state-dict keys), so checkpoints stay
+    plain transformers Jamba checkpoints."""
+    for layer in language_model.model.layers:
+        if isinstance(layer, JambaMambaDecoderLayer):
+            layer.__class__ = PackingAwareMambaDecoderLayer
+            layer.mamba.__class__ = StatefulMambaMixer

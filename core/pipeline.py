@@ -1,0 +1,96 @@
+"""Question answering over visual inputs: protocol -> processor -> model -> answer + trace.
+
+The one entry point that the CLI (`ask`), the evaluation runner and the demos share.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from longllava.core import protocol
+from longllava.core.checkpoint import load_model
+from longllava.core.processor import LongLlavaProcessor
+
+
+@dataclass
+class Answer:
+    text: str
+    num_images: int
+    num_image_tokens: int
+    num_prompt_tokens: int
+    seconds: float
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "answer": self.text,
+            "num_images": self.num_images,
+            "num_image_tokens": self.num_image_tokens,
+            "num_prompt_tokens": self.num_prompt_tokens,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class LongLlava:
+    """A loaded model with its processor."""
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.processor = LongLlavaProcessor.for_model(model, tokenizer)
+
+    @classmethod
+    def load(cls, spec: str, **kwargs) -> "LongLlava":
+        return cls(*load_model(spec, **kwargs))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def answer_prompts(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Sequence[Any]],
+        max_new_tokens: int = 64,
+    ) -> list[str]:
+        """Greedy answers for a batch of full chat prompts (placeholders + images per prompt)."""
+        inputs = self.processor(prompts, images, padding_side="left")
+        device = self.device
+        tokens = self.model.greedy_generate(
+            inputs["input_ids"].to(device),
+            inputs["pixel_values"].to(device) if inputs["pixel_values"].shape[0] else None,
+            inputs["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens.tolist()]
+
+    def ask(
+        self,
+        visuals: Sequence[protocol.Visual],
+        question: str,
+        history: Sequence[tuple[str, str]] = (),
+        history_images: Sequence[Any] = (),
+        max_new_tokens: int = 64,
+    ) -> Answer:
+        """Answer ``question`` about ``visuals``. For multi-turn chat pass the earlier (user,
+        assistant) turns as ``history`` (their messages already rendered, images in
+        ``history_images``) and no new visuals: images are sent once, with the first turn."""
+        start = time.perf_counter()
+        message = protocol.user_message(visuals, question)
+        prompt = protocol.chat_prompt(message.text, history)
+        images = [*history_images, *message.images]
+        ids = self.processor.tokenize(prompt)
+        text = self.answer_prompts([prompt], [images], max_new_tokens)[0]
+        return Answer(
+            text=text,
+            num_images=len(images),
+            num_image_tokens=len(images) * self.processor.image_seq_length,
+            num_prompt_tokens=len(ids),
+            seconds=time.perf_counter() - start,
+            trace=message.trace,
+        )

@@ -1,0 +1,88 @@
+"""Tokenizers: the released models' Jamba tokenizer (from a checkpoint dir) and the project's own
+tiny byte-level BPE tokenizer for the tiny presets (shipped in ``assets/tiny_tokenizer``; no hub).
+
+Both follow the released vocabulary's conventions: ``<|pad|>`` = 0, ``<|startoftext|>`` = 1,
+``<|endoftext|>`` = 2, ``<|unk|>`` = 3 are the only special tokens; the protocol markers
+(``<img>``, ``<vid>``, ``<t>``, ``<|User|>``, ...) are plain text split into ordinary pieces.
+
+Rebuild the shipped tiny tokenizer with ``python -m longllava.core.tokenizer``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|unk|>"]
+TINY_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tiny_tokenizer"
+TINY_VOCAB_SIZE = 1024
+
+# Vocabulary the tiny models are trained and evaluated on: the protocol, the synthetic tasks and
+# the domains' benchmark wording. Byte-level BPE encodes any other text too, just in more pieces.
+_CORPUS_WORDS = """
+<img> </img> <vid> </vid> <t> <|User|> <|Assistant|> <image>
+yes no none zero one two three four five six seven eight nine ten
+Is there a lesion in this CT? Answer yes or no. How many lesions are there? Which slice shows the lesion?
+Which tile contains the object? How many objects are in the scene? Which image contains the mark?
+Answer with a number. Answer with the slice index. Answer with the tile row and column. row column
+slice tile image scene volume frame needle haystack mark marker red square circle bright spot
+lesion nodule mass tumor cyst opacity effusion calcification emphysema atelectasis consolidation
+the a an of in on at to and or with without from is are was were this that these those what which where
+how many much present absent visible normal abnormal left right upper lower anterior posterior
+CT MRI X-ray ultrasound pathology histology slide tissue cell gland stain organ lung liver kidney
+heart brain chest abdomen pelvis bone spine mediastinum airway vessel artery vein
+Medical material Arterial wall calcification Cardiomegaly Pericardial effusion Coronary artery wall
+calcification Hiatal hernia Lymphadenopathy Emphysema Atelectasis Lung nodule Lung opacity Pulmonary
+fibrotic sequela Pleural effusion Mosaic attenuation pattern Peribronchial thickening Consolidation
+Bronchiectasis Interlobular septal thickening
+plane ship storage tank baseball diamond tennis court basketball court ground track field harbor
+bridge large vehicle small vehicle helicopter roundabout soccer ball field swimming pool building
+road river forest farmland water urban residential airport satellite aerial remote sensing
+A. B. C. D. E. Answer with the option's letter from the given choices directly.
+Please choose from the following two options: [yes, no]
+"""
+
+
+def _corpus() -> list[str]:
+    lines = [line.strip() for line in _CORPUS_WORDS.strip().splitlines() if line.strip()]
+    numbers = [" ".join(str(n) for n in range(start, start + 20)) for start in range(0, 1000, 20)]
+    return lines * 4 + numbers
+
+
+def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<|pad|>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|unk|>",
+        padding_side="left",
+    )
+
+
+def load_tiny_tokenizer() -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a checkpoint directory (the released Jamba sentencepiece tokenizer,
+    or the tiny one that our own checkpoints carry)."""
+    return AutoTokenizer.from_pretrained(Path(path))
+
+
+if __name__ == "__main__":
+    build_tiny_tokenizer().save_pretrained(TINY_TOKENIZER_DIR)
+    print(f"wrote {TINY_TOKENIZER_DIR}")
