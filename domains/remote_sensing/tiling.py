@@ -25,7 +25,6 @@ from rasterio.windows import Window
 from longllava.domains.remote_sensing.scene import Scene, footprint_bounds
 from longllava.errors import InputError
 
-TILE_SIZES = (336, 168, 512)  # the protocol's sub-image sizes; any positive size works
 
 
 @dataclass(frozen=True)
