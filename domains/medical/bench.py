@@ -1,0 +1,183 @@
+"""``longllava bench ct``: time and peak memory of CT -> RGB slices against the decode-only floor.
+
+A synthetic chest-like phantom (int16 HU: air, body, lungs, spine ring, mild noise) is written as
+a gzipped NIfTI (RAS, as converters write it) and as an uncompressed DICOM series (uint16 stored
+values, RescaleIntercept -1024, instance numbers running superior -> inferior). Each measurement
+runs in a fresh interpreter so ``ru_maxrss`` is that measurement's peak:
+
+- decode floor: nibabel / pydicom decoding the voxels into one array, nothing else;
+- slices: ``load_ct`` + ``ct_to_slices(every=1)`` rendering every slice (3 windows, 336 px).
+
+Targets: slices <= 2x the decode floor in seconds, peak RSS <= 2x the int16 volume size.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPACING_MM = (1.5, 0.75, 0.75)  # z, y, x
+
+
+def phantom_slice(shape_yx: tuple[int, int], z_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """One axial int16 HU slice of a chest-like phantom at relative height ``z_fraction`` (0..1)."""
+    ny, nx = shape_yx
+    y, x = np.ogrid[-1 : 1 : ny * 1j, -1 : 1 : nx * 1j]
+    hu = np.full(shape_yx, -1000, dtype=np.int16)
+    body = (x / 0.85) ** 2 + (y / 0.65) ** 2 <= 1
+    hu[body] = 40
+    lung_size = 0.25 + 0.1 * np.sin(np.pi * z_fraction)
+    for cx in (-0.4, 0.4):
+        hu[((x - cx) / lung_size) ** 2 + ((y + 0.05) / (lung_size * 1.6)) ** 2 <= 1] = -850
+    ring = np.hypot(x, y - 0.45)
+    hu[(ring > 0.07) & (ring < 0.12)] = 700
+    noise = rng.integers(-15, 16, size=shape_yx, dtype=np.int16)
+    return hu + noise * body
+
+
+def write_nifti(path: Path, shape: tuple[int, int, int]) -> None:
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    nz, ny, nx = shape
+    data = np.empty((nx, ny, nz), dtype=np.int16, order="F")  # RAS: x toward right, y toward anterior
+    for k in range(nz):
+        data[:, :, k] = phantom_slice((ny, nx), k / max(nz - 1, 1), rng)[::-1, ::-1].T
+    affine = np.diag([SPACING_MM[2], SPACING_MM[1], SPACING_MM[0], 1.0])
+    nib.save(nib.Nifti1Image(data, affine), path)
+
+
+def write_dicom_series(folder: Path, shape: tuple[int, int, int]) -> None:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    nz, ny, nx = shape
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    for k in range(nz):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesDescription = "CT", "bench phantom"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.InstanceNumber = nz - k  # scanners often number from the top down
+        ds.ImagePositionPatient = [-nx * SPACING_MM[2] / 2, -ny * SPACING_MM[1] / 2, k * SPACING_MM[0]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [SPACING_MM[1], SPACING_MM[2]]
+        ds.SliceThickness = SPACING_MM[0]
+        ds.Rows, ds.Columns = ny, nx
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        stored = np.clip(phantom_slice((ny, nx), k / max(nz - 1, 1), rng).astype(np.int32) + 1024, 0, 4095)
+        ds.PixelData = stored.astype(np.uint16).tobytes()
+        ds.save_as(folder / f"IM{k:04d}.dcm", enforce_file_format=True)
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory (bytes). VmHWM, not ru_maxrss: a child inherits the
+    parent's ru_maxrss across fork + exec, while VmHWM starts afresh with the new program."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status: the CT bench measures memory on Linux only")
+
+
+def measure(mode: str, fmt: str, path: Path) -> dict[str, Any]:
+    """One measurement in this process (run it in a fresh interpreter for a meaningful peak RSS)."""
+    from longllava.domains.medical.ct import load_ct
+    from longllava.domains.medical.slices import ct_to_slices
+
+    baseline = _peak_rss()
+    start = time.perf_counter()
+    if mode == "decode" and fmt == "nifti":
+        import nibabel as nib
+
+        voxels = np.asarray(nib.load(path).dataobj)
+        checksum = int(voxels[0, 0, 0])
+    elif mode == "decode":
+        from pydicom.pixels import pixel_array
+
+        files = sorted(path.iterdir())
+        first = pixel_array(files[0])
+        voxels = np.empty((len(files), *first.shape), dtype=first.dtype)
+        for k, f in enumerate(files):
+            voxels[k] = pixel_array(f)
+        checksum = int(voxels[0, 0, 0])
+    else:
+        volume = load_ct(path)
+        checksum = 0
+        for item in ct_to_slices(volume, every=1):
+            checksum += item.image.size[0]
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_rss_bytes": _peak_rss(), "baseline_rss_bytes": baseline, "checksum": checksum}
+
+
+def _measure_in_subprocess(mode: str, fmt: str, path: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "longllava.domains.medical.bench", mode, fmt, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_ct_bench(shape: tuple[int, int, int], formats: list[str], workdir: Path | None = None) -> dict[str, Any]:
+    unknown = set(formats) - {"nifti", "dicom"}
+    if unknown:
+        from longllava.errors import InputError
+
+        raise InputError(f"unknown bench format(s) {', '.join(sorted(unknown))}: use nifti, dicom")
+    with tempfile.TemporaryDirectory(prefix="longllava-bench-ct-") as temporary:
+        folder = Path(workdir or temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        int16_bytes = int(np.prod(shape)) * 2
+        report: dict[str, Any] = {"shape": list(shape), "int16_mb": int16_bytes / 2**20, "formats": {}}
+        for fmt in formats:
+            start = time.perf_counter()
+            path = folder / ("phantom.nii.gz" if fmt == "nifti" else "phantom_dicom")
+            (write_nifti if fmt == "nifti" else write_dicom_series)(path, shape)
+            decode = _measure_in_subprocess("decode", fmt, path)
+            slices = _measure_in_subprocess("slices", fmt, path)
+            report["formats"][fmt] = {
+                "write_s": time.perf_counter() - start - decode["seconds"] - slices["seconds"],
+                "decode_s": decode["seconds"],
+                "slices_s": slices["seconds"],
+                "time_ratio": slices["seconds"] / decode["seconds"],
+                "decode_peak_rss_mb": decode["peak_rss_bytes"] / 2**20,
+                "slices_peak_rss_mb": slices["peak_rss_bytes"] / 2**20,
+                "interpreter_rss_mb": slices["baseline_rss_bytes"] / 2**20,
+                "rss_ratio": slices["peak_rss_bytes"] / int16_bytes,
+                "rss_ratio_above_interpreter": (slices["peak_rss_bytes"] - slices["baseline_rss_bytes"]) / int16_bytes,
+            }
+        return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"CT bench: volume {'x'.join(map(str, report['shape']))}, int16 size {report['int16_mb']:.0f} MB; every slice rendered (3 windows, 336 px)"]
+    for fmt, r in report["formats"].items():
+        lines.append(
+            f"  {fmt:6s} decode floor {r['decode_s']:.2f} s | slices {r['slices_s']:.2f} s | ratio {r['time_ratio']:.2f} (target <= 2)"
+            f" | peak RSS {r['slices_peak_rss_mb']:.0f} MB = {r['rss_ratio']:.2f}x int16 "
+            f"({r['rss_ratio_above_interpreter']:.2f}x above the {r['interpreter_rss_mb']:.0f} MB interpreter; target <= 2)"
+            f" | decode-only peak {r['decode_peak_rss_mb']:.0f} MB"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(sys.argv[1], sys.argv[2], Path(sys.argv[3]))))

@@ -1,0 +1,96 @@
+"""CLI for the medical domain: ``ct-slices`` and ``bench ct``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    slices = commands.add_parser(
+        "ct-slices",
+        help="CT volume (NIfTI, DICOM folder / files / zip) -> windowed RGB PNG slices + JSON summary",
+        description="Load a CT volume, reorient it (axial, z inferior->superior, radiological display), "
+        "window it to RGB and write the selected slices as PNGs named slice_<z index>.png.",
+    )
+    slices.add_argument("path", nargs="+", help="a .nii/.nii.gz file, a DICOM folder, a .zip of DICOM, or DICOM files")
+    slices.add_argument("--out", required=True, type=Path, help="output folder for the PNGs and slices.json")
+    window = slices.add_mutually_exclusive_group()
+    window.add_argument("--windows", default="lung,mediastinum,bone", help="three windows as R,G,B (default lung,mediastinum,bone)")
+    window.add_argument("--window", help="one window as gray: a preset (lung, mediastinum, abdomen, bone, brain) or WIDTH/LEVEL")
+    select = slices.add_mutually_exclusive_group()
+    select.add_argument("--max-slices", type=int, help="at most N slices, evenly spaced (default 256)")
+    select.add_argument("--every", type=int, help="every K-th slice")
+    select.add_argument("--num-slices", type=int, help="exactly N evenly spaced slices (all if fewer)")
+    select.add_argument("--z-spacing", type=float, help="one slice per MM millimetres")
+    slices.add_argument("--size", type=int, default=336, help="longer side of the output images in pixels (default 336)")
+    slices.add_argument("--series", help="SeriesInstanceUID or SeriesNumber when the DICOM input mixes series")
+    slices.add_argument("--allow-non-ct", action="store_true", help="accept non-CT DICOM (values are then not HU)")
+    slices.add_argument("--json", action="store_true", help="print the summary as JSON")
+    slices.set_defaults(func=_ct_slices)
+
+    ct_bench = bench.add_parser("ct", help="CT loading + slicing speed and peak memory on a generated volume")
+    ct_bench.add_argument("--shape", default="300,512,512", help="z,y,x of the generated volume (default 300,512,512)")
+    ct_bench.add_argument("--formats", default="nifti,dicom", help="comma-separated: nifti, dicom")
+    ct_bench.add_argument("--workdir", type=Path, help="where to write the generated files (default: a temporary folder)")
+    ct_bench.add_argument("--json", action="store_true")
+    ct_bench.set_defaults(func=_bench_ct)
+
+
+def _ct_slices(args: argparse.Namespace) -> int:
+    from longllava.domains.medical.ct import load_ct
+    from longllava.domains.medical.slices import ct_to_slices
+
+    path = args.path[0] if len(args.path) == 1 else args.path
+    volume = load_ct(path, series=args.series, allow_non_ct=args.allow_non_ct)
+    slices = ct_to_slices(
+        volume,
+        windows=args.window or args.windows,
+        max_slices=args.max_slices,
+        every=args.every,
+        num_slices=args.num_slices,
+        z_spacing_mm=args.z_spacing,
+        size=args.size,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for item in slices:
+        name = f"slice_{item.index:04d}.png"
+        item.image.save(args.out / name)
+        files.append(name)
+    hu_min, hu_max = volume.hu_range()
+    summary = {
+        "source": volume.source,
+        "num_slices": len(slices),
+        "shape": list(volume.shape),
+        "spacing_mm": [round(s, 6) for s in volume.spacing_mm],
+        "orientation": volume.orientation,
+        "hu_min": hu_min,
+        "hu_max": hu_max,
+        "windows": [w.label for w in slices.windows],
+        "size": args.size,
+        "indices": slices.indices,
+        "slice_z_mm": [round(z, 4) for z in slices.z_mm],
+        "files": files,
+        "metadata": volume.metadata,
+    }
+    (args.out / "slices.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{len(slices)} of {volume.shape[0]} slices -> {args.out}  shape {volume.shape}  spacing "
+            f"{tuple(round(s, 3) for s in volume.spacing_mm)} mm  {volume.orientation}  HU {hu_min:g}..{hu_max:g}  "
+            f"z {summary['slice_z_mm'][0]}..{summary['slice_z_mm'][-1]} mm"
+        )
+    return 0
+
+
+def _bench_ct(args: argparse.Namespace) -> int:
+    from longllava.domains.medical.bench import format_report, run_ct_bench
+
+    shape = tuple(int(v) for v in args.shape.split(","))
+    report = run_ct_bench(shape, [f.strip() for f in args.formats.split(",")], args.workdir)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
