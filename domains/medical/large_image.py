@@ -40,6 +40,8 @@ def _read_tiff(path: Path, level: int, max_pixels: int) -> Image.Image:
 
     try:
         with tifffile.TiffFile(path) as tiff:
+            if not tiff.series:
+                raise InputError(f"{path}: the TIFF holds no image")
             series = tiff.series[0]
             if not 0 <= level < len(series.levels):
                 raise InputError(f"{path}: level {level} does not exist; the TIFF has levels 0..{len(series.levels) - 1}")
@@ -52,6 +54,8 @@ def _read_tiff(path: Path, level: int, max_pixels: int) -> Image.Image:
                     f"{max_pixels:,}; read a coarser pyramid level (level=1, ...) or raise max_pixels if memory allows"
                 )
             pixels = chosen.asarray()
+    except InputError:
+        raise
     except (tifffile.TiffFileError, ValueError, OSError) as error:
         raise InputError(f"{path}: not a readable TIFF ({error})") from error
     return Image.fromarray(_to_rgb_uint8(pixels, axes, path))
