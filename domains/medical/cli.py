@@ -32,7 +32,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     ct_bench = bench.add_parser("ct", help="CT loading + slicing speed and peak memory on a generated volume")
     ct_bench.add_argument("--shape", default="300,512,512", help="z,y,x of the generated volume (default 300,512,512)")
-    ct_bench.add_argument("--formats", default="nifti,dicom", help="comma-separated: nifti, dicom")
+    ct_bench.add_argument("--formats", default="nifti,dicom,dicom-j2k", help="comma-separated: nifti, dicom (uncompressed), dicom-j2k (JPEG 2000 lossless)")
     ct_bench.add_argument("--workdir", type=Path, help="where to write the generated files (default: a temporary folder)")
     ct_bench.add_argument("--json", action="store_true")
     ct_bench.set_defaults(func=_bench_ct)

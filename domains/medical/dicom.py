@@ -24,6 +24,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
+from nibabel.orientations import ornt2axcodes
 
 from longllava.domains.medical.ct import CTSpacingWarning, CTVolume, _check_affine, _is_oblique, _to_canonical
 from longllava.errors import InputError
@@ -147,27 +148,10 @@ def read_dicom_series(sources: list[DicomSource], label: str, series: str | None
             raise InputError(f"{source.name}: a colour image (SamplesPerPixel {header.SamplesPerPixel}); CT slices are grayscale")
     _check_decoder(chosen, label)
 
-    orientation = frames[0].orientation
-    for frame in frames:
-        if not np.allclose(frame.orientation, orientation, atol=1e-3):
-            raise InputError(f"{frame.source.name}: ImageOrientationPatient differs from the rest of the series; load each stack separately")
-    row_dir, column_dir = orientation[:3], orientation[3:]
-    normal = np.cross(row_dir, column_dir)
-    nominal_step = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
-    frames, positions, step = _order_frames(frames, normal, label, nominal_step)
-
-    dtype = _hu_dtype(frames, first)
-    volume = np.empty((len(frames), rows, columns), dtype=dtype)
+    frames, positions, affine_ras = _geometry(frames, first, label)
+    volume = np.empty((len(frames), rows, columns), dtype=_hu_dtype(frames, first))
     _decode_into(volume, frames)
 
-    spacing_yx = frames[0].spacing
-    affine_lps = np.eye(4)
-    affine_lps[:3, 0] = normal * step
-    affine_lps[:3, 1] = column_dir * spacing_yx[0]
-    affine_lps[:3, 2] = row_dir * spacing_yx[1]
-    affine_lps[:3, 3] = frames[0].position if frames[0].position is not None else 0.0
-    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
-    _check_affine(affine_ras, label)
     canonical, canonical_affine, ornt, transform = _to_canonical(volume, affine_ras)
     if transform[0, 0] == 0 and frames[0].position is not None:
         # The slices stack along canonical z: keep their true positions (irregular spacing stays visible).
@@ -175,8 +159,6 @@ def read_dicom_series(sources: list[DicomSource], label: str, series: str | None
         z_mm = z_mm[::-1] if transform[0, 1] == -1 else z_mm
     else:
         z_mm = canonical_affine[2, 3] + canonical_affine[2, 0] * np.arange(canonical.shape[0])
-    from nibabel.orientations import ornt2axcodes
-
     metadata = _metadata(first, len(chosen), frames)
     metadata.update(
         format="dicom",
@@ -187,6 +169,29 @@ def read_dicom_series(sources: list[DicomSource], label: str, series: str | None
     )
     spacing = tuple(float(s) for s in np.linalg.norm(canonical_affine[:3, :3], axis=0))
     return CTVolume(canonical, spacing, z_mm, canonical_affine, metadata=metadata, source=label)
+
+
+def _geometry(frames: list[_Frame], first: Dataset, label: str) -> tuple[list[_Frame], np.ndarray, np.ndarray]:
+    """Frames sorted along the slice normal, their positions on it, and the (slice, row, column) ->
+    RAS affine; checked before any pixel is decoded."""
+    orientation, spacing_yx = frames[0].orientation, frames[0].spacing
+    for frame in frames:
+        if not np.allclose(frame.orientation, orientation, atol=1e-3):
+            raise InputError(f"{frame.source.name}: ImageOrientationPatient differs from the rest of the series; load each stack separately")
+        if not np.allclose(frame.spacing, spacing_yx, rtol=1e-3):
+            raise InputError(f"{frame.source.name}: PixelSpacing {list(frame.spacing)} differs from the series' {list(spacing_yx)}")
+    row_dir, column_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, column_dir)
+    nominal_step = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+    frames, positions, step = _order_frames(frames, normal, label, nominal_step)
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = normal * step
+    affine_lps[:3, 1] = column_dir * spacing_yx[0]
+    affine_lps[:3, 2] = row_dir * spacing_yx[1]
+    affine_lps[:3, 3] = frames[0].position if frames[0].position is not None else 0.0
+    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    _check_affine(affine_ras, label)
+    return frames, positions, affine_ras
 
 
 def _read_header(source: DicomSource) -> Dataset:
