@@ -1,0 +1,549 @@
+"""The evaluation runner: benchmark data -> protocol prompts -> greedy answers -> predictions -> scores.
+
+A run writes into one output folder:
+
+- ``predictions.jsonl``: one JSON object per answered question (``question_id``, ``prompt``,
+  ``text``, ``model_id``, ``num_images`` and the benchmark's own fields), appended, flushed and
+  fsync'ed as soon as the answer exists, so a killed run loses at most the batch in flight;
+  a restart skips the ids already answered (a torn last line is cut off first);
+- ``run.json``: the :class:`RunConfig`; a restart with a different model, data or protocol in the
+  same folder is refused rather than mixing two runs' answers;
+- after the last answer: ``metrics.json``, ``metrics.md``, ``items.jsonl`` and ``per_category.png``
+  from the benchmark's official scorer (:mod:`longllava.eval.results`).
+
+Sharding: under ``torchrun`` / ``accelerate launch`` (``RANK`` / ``WORLD_SIZE`` in the environment)
+question k of the data goes to rank ``k % WORLD_SIZE``, which appends to
+``predictions.rank<RANK>.jsonl``. Rank 0, after its own share, waits until every question of the
+run has an answer in some file, then merges all files into ``predictions.jsonl`` in ground-truth
+order (one record per id, the first one written) and scores. Coordination is through the files
+alone, so no process group is needed and a crashed rank is resumed by starting it again.
+
+Benchmarks (``--data``; ``--image-root`` defaults to the data file's folder):
+
+- ``vqa-rad`` / ``pathvqa``: LLaVA-Med ``test.json`` (protocol ``llava-med``: the record's question
+  as is) or HuatuoGPT-Vision ``medical_multimodel_evaluation_data.json`` (protocol
+  ``multiple-choice``: question, ``A. option`` lines and HuatuoGPT-Vision's instruction; only the
+  benchmark's records with options and not ``open`` are asked, the ones its scorer counts);
+- ``ct-rate``: the CT-RATE root folder; each volume is loaded once through the medical loader
+  (HU, metadata spacing), windowed into an ordered stack of up to ``max_slices`` axial slices, and
+  asked the 18 abnormality questions; ``--limit`` counts volumes;
+- ``fit-rsfg``: ``test_FITRS_vqa_eval.jsonl``; each 512 px tile is one image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from longllava.core import protocol
+from longllava.core.protocol import UserMessage
+from longllava.errors import InputError
+from longllava.eval.predictions import Prediction, read_predictions
+from longllava.eval.results import ScoreResult, write_results
+
+RUN_BENCHMARKS = ("vqa-rad", "pathvqa", "ct-rate", "fit-rsfg")
+PREDICTIONS = "predictions.jsonl"
+RUN_CONFIG = "run.json"
+# Generation lengths of the official evaluation scripts: LLaVA-Med's model_vqa (1024),
+# HuatuoGPT-Vision's eval.py and SkySenseGPT's batch_geochat_vqa.py (256); CT-RATE questions are
+# yes/no, so a short answer suffices.
+DEFAULT_MAX_NEW_TOKENS = {"llava-med": 1024, "multiple-choice": 256, "ct-rate-yes-no": 32,
+                          "skysensegpt-exact-match": 256}
+MULTIPLE_CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+_OPTION_LETTERS = "ABCDEFGHIJKLMN"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``run.json`` in the output folder."""
+
+    benchmark: str
+    data: str
+    out: str
+    model: str = "tiny-random"
+    protocol: str | None = None  # vqa-rad / pathvqa: llava-med | multiple-choice (default: from --data)
+    image_root: str | None = None  # default: the data file's folder
+    limit: int | None = None  # first N questions (ct-rate: volumes)
+    batch_size: int = 1
+    max_new_tokens: int | None = None  # default: DEFAULT_MAX_NEW_TOKENS of the protocol
+    max_slices: int = 256  # ct-rate: slices per volume, evenly spaced
+    split: str = "valid"  # ct-rate split
+    merge_timeout_s: float = 3600.0  # rank 0: how long to wait for the other ranks' answers
+
+    # fields that change the answers: a restart must agree on them (limit and batch size may change)
+    IDENTITY = ("benchmark", "data", "model", "protocol", "image_root", "max_new_tokens",
+                "max_slices", "split")
+
+
+@dataclass
+class EvalItem:
+    """One question: its id, how to build its message (images load only then), fields to record."""
+
+    id: str
+    question: str  # the text after the visual blocks, recorded as ``prompt``
+    message: Callable[[], UserMessage]
+    fields: dict[str, Any] = field(default_factory=dict)
+    group: str = ""  # items that share images (a CT volume); ``--limit`` counts groups
+
+
+@dataclass
+class EvalTask:
+    """A benchmark's questions in ground-truth order and its scorer over (predictions, asked ids)."""
+
+    benchmark: str
+    protocol: str
+    items: list[EvalItem]
+    score: Callable[[Sequence[Prediction], Sequence[str]], ScoreResult]
+
+
+# --- benchmark tasks ------------------------------------------------------------------------------
+
+
+def _context(benchmark: str, expected: str, build: Callable[[], EvalTask]) -> EvalTask:
+    try:
+        return build()
+    except InputError as error:
+        raise InputError(f"eval {benchmark} --data expects {expected}: {error}") from None
+
+
+def build_task(config: RunConfig) -> EvalTask:
+    """The benchmark's questions from ``config.data`` (validated with the scorer's own reader)."""
+    benchmark = config.benchmark
+    if benchmark in ("vqa-rad", "pathvqa"):
+        return _context(benchmark, "a LLaVA-Med test.json or a HuatuoGPT-Vision evaluation file",
+                        lambda: _vqa_task(config))
+    if benchmark == "ct-rate":
+        return _context(benchmark, "the CT-RATE root folder (dataset/, multi_abnormality_labels/, "
+                                   "metadata/, radiology_text_reports/)", lambda: _ct_rate_task(config))
+    if benchmark == "fit-rsfg":
+        return _context(benchmark, "FIT-RSFG-Bench test_FITRS_vqa_eval.jsonl",
+                        lambda: _fit_rsfg_task(config))
+    raise InputError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(RUN_BENCHMARKS)}")
+
+
+def _image_root(config: RunConfig) -> Path:
+    return Path(config.image_root) if config.image_root else Path(config.data).parent
+
+
+def _vqa_task(config: RunConfig) -> EvalTask:
+    from longllava.eval.scorers import vqa_protocol_of
+
+    layout = vqa_protocol_of(config.data)
+    if config.protocol is not None and config.protocol != layout:
+        raise InputError(f"{config.data}: --protocol {config.protocol} was asked for, but this file is "
+                         f"in the {layout} layout; pass the matching file or protocol")
+    return _llava_med_task(config) if layout == "llava-med" else _multiple_choice_task(config)
+
+
+def _llava_med_task(config: RunConfig) -> EvalTask:
+    from longllava.domains.medical.datasets import read_llava_med_vqa
+    from longllava.eval.llava_med import read_llava_med_ground_truth, score_llava_med_vqa
+
+    questions = {q.id: q for q in read_llava_med_ground_truth(config.data)}
+    items = []
+    for record in read_llava_med_vqa(config.data, _image_root(config)):
+        items.append(EvalItem(
+            id=record.id, question=record.question,
+            message=lambda record=record: protocol.record_message(record),
+            fields={"answer_type": questions[record.id].answer_type,
+                    "image": [str(path) for path in record.images]}))
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> ScoreResult:
+        asked = set(ids)
+        return score_llava_med_vqa([q for q in questions.values() if q.id in asked], predictions,
+                                   benchmark=config.benchmark)
+
+    return EvalTask(config.benchmark, "llava-med", items, score)
+
+
+def multiple_choice_question(question: str, options: Sequence[str]) -> str:
+    """HuatuoGPT-Vision's query: the question, one ``A. option`` line per option, the instruction."""
+    lines = [f"{_OPTION_LETTERS[number]}. {option}" for number, option in enumerate(options)]
+    return "\n".join([question, *lines, MULTIPLE_CHOICE_INSTRUCTION])
+
+
+def _multiple_choice_task(config: RunConfig) -> EvalTask:
+    from longllava.domains.medical.datasets import read_multiple_choice_vqa
+    from longllava.eval.multiple_choice import (BENCHMARK_DATASETS, _dataset_key,
+                                                read_multiple_choice_ground_truth,
+                                                score_multiple_choice)
+
+    questions = read_multiple_choice_ground_truth(config.data)  # test_id = position + 1
+    wanted = BENCHMARK_DATASETS[config.benchmark]
+    records = list(read_multiple_choice_vqa(config.data, _image_root(config)))
+    def scored(question) -> bool:  # score_mix_llava skips open and option-less records
+        return question.question_type != "open" and bool(question.options)
+
+    items = []
+    for question, record in zip(questions, records, strict=True):
+        if _dataset_key(question.dataset) != wanted or not scored(question):
+            continue
+        text = multiple_choice_question(question.question, question.options)
+        visuals = [protocol.ImageInput(path, {"record": question.test_id, "path": str(path)})
+                   for path in record.images]
+        items.append(EvalItem(
+            id=question.test_id, question=text,
+            message=lambda visuals=visuals, text=text: protocol.user_message(visuals, text),
+            fields={"test_id": int(question.test_id), "question": question.question,
+                    "dataset": question.dataset, "image": [str(path) for path in record.images]}))
+    if not items:
+        found = sorted({q.dataset for q in questions})
+        raise InputError(f"{config.data}: no {config.benchmark} multiple-choice records with options "
+                         f"(datasets found: {', '.join(found)})")
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> ScoreResult:
+        asked = set(ids)
+        # the asked questions, plus those the scorer skips anyway (so it counts them)
+        return score_multiple_choice([q for q in questions if q.test_id in asked or not scored(q)
+                                      or _dataset_key(q.dataset) != wanted], predictions,
+                                     benchmark=config.benchmark)
+
+    return EvalTask(config.benchmark, "multiple-choice", items, score)
+
+
+def _ct_rate_task(config: RunConfig) -> EvalTask:
+    import numpy as np
+
+    from longllava.domains.medical.datasets import read_ct_rate
+    from longllava.eval.ct_rate import (CT_RATE_ABNORMALITIES, CtRateTable,
+                                        ct_rate_table_from_answers, ct_rate_question_id,
+                                        read_ct_rate_labels, score_ct_rate, volume_key)
+
+    root = Path(config.data)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    labels_csv = root / "multi_abnormality_labels" / f"{config.split}_predicted_labels.csv"
+    labels = read_ct_rate_labels(labels_csv)
+    volumes = {item.volume_name: item for item in read_ct_rate(root, split=config.split)}
+
+    @lru_cache(maxsize=1)  # the 18 questions of a volume come one after another
+    def volume_stack(name: str) -> protocol.StackInput:
+        from longllava.domains.medical.datasets import load_ct_rate_volume
+        from longllava.domains.medical.slices import ct_to_slices
+
+        slices = list(ct_to_slices(load_ct_rate_volume(volumes[name]), max_slices=config.max_slices))
+        return protocol.StackInput([s.image for s in slices],
+                                   [{"volume": name, "slice_index": s.index, "z_mm": round(s.z_mm, 3)}
+                                    for s in slices])
+
+    items = []
+    for name, item in volumes.items():
+        for abnormality in CT_RATE_ABNORMALITIES:
+            question = f"Is there {abnormality.lower()} in this chest CT volume? Answer yes or no."
+            items.append(EvalItem(
+                id=ct_rate_question_id(name, abnormality), question=question,
+                message=lambda name=name, question=question: protocol.user_message(
+                    [volume_stack(name)], question),
+                fields={"volume": name, "abnormality": abnormality}, group=name))
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> ScoreResult:
+        asked = {volume_key(i.split("::")[0]) for i in ids}
+        rows = [k for k, volume in enumerate(labels.volumes) if volume_key(volume) in asked]
+        subset = CtRateTable([labels.volumes[k] for k in rows], labels.values[np.asarray(rows)],
+                             labels.source)
+        return score_ct_rate(subset, ct_rate_table_from_answers(predictions))
+
+    return EvalTask("ct-rate", "ct-rate-yes-no", items, score)
+
+
+def _fit_rsfg_task(config: RunConfig) -> EvalTask:
+    from longllava.domains.remote_sensing.datasets import read_fit_rsfg_bench
+    from longllava.eval.fit_rsfg import read_fit_rsfg_ground_truth, score_fit_rsfg
+
+    questions = read_fit_rsfg_ground_truth(config.data)
+    items = []
+    for record in read_fit_rsfg_bench(config.data, _image_root(config)):
+        missing = [str(path) for path in record.images if not Path(path).is_file()]
+        if missing:
+            raise InputError(f"{record.source}: image not found: {missing[0]} (set --image-root to "
+                             f"the folder of the 512 px tiles)")
+        meta = record.meta
+        items.append(EvalItem(
+            id=record.id, question=record.question,
+            message=lambda record=record: protocol.record_message(record),
+            fields={"category": meta["category"], "image": Path(record.images[0]).name,
+                    "source_scene": meta.get("source_scene"), "x_offset": meta.get("x_offset"),
+                    "y_offset": meta.get("y_offset")}))
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> ScoreResult:
+        asked = set(ids)
+        return score_fit_rsfg([q for q in questions if q.question_id in asked], predictions)
+
+    return EvalTask("fit-rsfg", "skysensegpt-exact-match", items, score)
+
+
+def limit_items(items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:
+    """The items of the first ``limit`` groups (a group is one question, or one CT volume)."""
+    if limit is None:
+        return list(items)
+    if limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    groups: list[str] = []
+    kept = []
+    for item in items:
+        group = item.group or item.id
+        if group not in groups:
+            if len(groups) == limit:
+                break
+            groups.append(group)
+        kept.append(item)
+    return kept
+
+
+# --- prediction files: append, resume, shard, merge -----------------------------------------------
+
+
+def shard_from_environment() -> tuple[int, int]:
+    """(rank, world size) from ``RANK`` / ``WORLD_SIZE`` (set by torchrun and accelerate launch)."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise InputError(f"RANK={os.environ.get('RANK')!r} / WORLD_SIZE="
+                         f"{os.environ.get('WORLD_SIZE')!r} must be whole numbers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"RANK={rank} must lie in [0, WORLD_SIZE={world})")
+    return rank, world
+
+
+def shard_file(out_dir: Path, rank: int, world: int) -> Path:
+    return out_dir / (PREDICTIONS if world == 1 else f"predictions.rank{rank}.jsonl")
+
+
+def prediction_files(out_dir: Path) -> list[Path]:
+    """The merged file first, then every rank's file by rank."""
+    ranks = sorted(out_dir.glob("predictions.rank*.jsonl"),
+                   key=lambda path: int(path.name.split(".")[1].removeprefix("rank")))
+    merged = out_dir / PREDICTIONS
+    return ([merged] if merged.is_file() else []) + ranks
+
+
+def read_run_file(path: Path) -> list[dict]:
+    """The records of a runner prediction file; a torn last line (a kill mid-write) is left out."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    complete = text.split("\n")[:-1]  # the part after the last newline is a torn write, if any
+    records = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}:{number}: not a JSON object ({error}); this prediction file "
+                             f"was edited or written by something else; use a new --out") from None
+        if not isinstance(record, dict) or "question_id" not in record:
+            raise InputError(f"{path}:{number}: not a runner prediction (no 'question_id')")
+        records.append(record)
+    return records
+
+
+def answered_ids(out_dir: Path) -> set[str]:
+    return {str(record["question_id"]) for path in prediction_files(out_dir)
+            for record in read_run_file(path)}
+
+
+class PredictionWriter:
+    """Appends one JSON line per prediction, durable (flush + fsync) before the next is generated."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.is_file():  # cut a torn last line so the next record starts on its own line
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with path.open("r+b") as handle:
+                    handle.truncate(data.rfind(b"\n") + 1)
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def wait_for_answers(out_dir: Path, ids: Sequence[str], timeout_s: float, poll_s: float = 1.0) -> None:
+    """Block until every id has an answer in some prediction file (the other ranks' shares)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = set(ids) - answered_ids(out_dir)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{out_dir}: after {timeout_s:g} s, {len(missing)} question(s) still "
+                               f"have no answer from the other ranks; start the missing ranks again "
+                               f"(they resume), or rerun without sharding to finish")
+        time.sleep(poll_s)
+
+
+def merge_predictions(out_dir: Path, order: Sequence[str], *,
+                      keep_other_ids: bool = False) -> tuple[Path, int]:
+    """All prediction files -> ``predictions.jsonl`` in ``order`` (first record per id); the rank
+    files are removed once the merged file is in place. Returns (path, duplicates dropped).
+
+    An id not in ``order`` is an error (the folder holds another data set's answers), unless
+    ``keep_other_ids``: then such records follow the ordered ones, in file order.
+    """
+    position = {item_id: index for index, item_id in enumerate(order)}
+    files = prediction_files(out_dir)
+    chosen: dict[str, dict] = {}
+    duplicates = 0
+    for path in files:
+        for record in read_run_file(path):
+            item_id = str(record["question_id"])
+            if item_id not in position:
+                if not keep_other_ids:
+                    raise InputError(f"{path}: answer for id {item_id!r}, which the data does not "
+                                     f"hold; this folder holds another run's answers; use a new "
+                                     f"--out")
+                position[item_id] = len(position)
+            if item_id in chosen:
+                duplicates += 1
+            else:
+                chosen[item_id] = record
+    merged = out_dir / PREDICTIONS
+    partial = out_dir / (PREDICTIONS + ".merging")
+    with partial.open("w", encoding="utf-8") as handle:
+        for item_id in sorted(chosen, key=position.__getitem__):
+            handle.write(json.dumps(chosen[item_id], ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, merged)
+    for path in files:
+        if path != merged:
+            path.unlink()
+    return merged, duplicates
+
+
+def check_run_config(out_dir: Path, config: dict[str, Any], identity: Sequence[str]) -> None:
+    """Write ``run.json``, or check that an existing one describes the same run."""
+    path = out_dir / RUN_CONFIG
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = [key for key in identity if saved.get(key) != config.get(key)]
+        if changed:
+            details = ", ".join(f"{key}: {saved.get(key)!r} -> {config.get(key)!r}" for key in changed)
+            raise InputError(f"{out_dir} holds a run with other settings ({details}); resume it with "
+                             f"the same settings or write to a new --out")
+    partial = path.with_suffix(f".json.{os.getpid()}")
+    partial.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)  # atomic: ranks starting together never read half a file
+
+
+def batched(items: Sequence[EvalItem], size: int) -> Iterator[list[EvalItem]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def generate_shard(answer: Callable[[list[EvalItem]], list[dict]], items: Sequence[EvalItem],
+                   out_dir: Path, *, batch_size: int, rank: int, world: int, desc: str) -> int:
+    """Answer this rank's unanswered items (question k belongs to rank k % world), appending each
+    record as soon as its batch is generated; returns the number of new answers."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    mine = [item for index, item in enumerate(items) if index % world == rank]
+    done = answered_ids(out_dir)
+    pending = [item for item in mine if item.id not in done]
+    written = 0
+    label = desc if world == 1 else f"{desc} [rank {rank}/{world}]"
+    with PredictionWriter(shard_file(out_dir, rank, world)) as writer, \
+            tqdm(total=len(mine), initial=len(mine) - len(pending), desc=label, unit="q",
+                 dynamic_ncols=True) as progress:
+        for batch in batched(pending, batch_size):
+            for record in answer(batch):
+                writer.write(record)
+                written += 1
+                progress.update(1)
+    return written
+
+
+def trace_columns(trace: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The per-image trace as one list per key (a key with the same value everywhere: the value),
+    compact enough to keep with every answer (slice index and z of each CT slice, tile row/col)."""
+    keys: list[str] = []
+    for entry in trace:
+        keys += [key for key in entry if key not in keys]
+    columns = {}
+    for key in keys:
+        values = [entry.get(key) for entry in trace]
+        columns[key] = values[0] if all(value == values[0] for value in values) else values
+    return columns
+
+
+def model_answerer(llava, model_id: str, max_new_tokens: int) -> Callable[[list[EvalItem]], list[dict]]:
+    """Greedy answers for a batch of items (left-padded batch), as prediction records."""
+    def answer(batch: list[EvalItem]) -> list[dict]:
+        messages = [item.message() for item in batch]
+        prompts = [protocol.chat_prompt(message.text) for message in messages]
+        texts = llava.answer_prompts(prompts, [message.images for message in messages],
+                                     max_new_tokens=max_new_tokens)
+        return [{"question_id": item.id, "prompt": item.question, "text": text,
+                 "model_id": model_id, "num_images": len(message.images), **item.fields,
+                 "trace": trace_columns(message.trace)}
+                for item, message, text in zip(batch, messages, texts)]
+
+    return answer
+
+
+@dataclass
+class RunOutcome:
+    out_dir: Path
+    rank: int
+    world: int
+    new_answers: int
+    result: ScoreResult | None = None  # rank 0 only
+    duplicates: int = 0
+
+
+def load_on_cpu(model: str):
+    from longllava.core.pipeline import LongLlava
+
+    return LongLlava.load(model)
+
+
+def run_benchmark(config: RunConfig, load_model: Callable[[], Any] | None = None) -> RunOutcome:
+    """Generate (resuming), merge (rank 0) and score one benchmark run; see the module docstring.
+
+    ``load_model`` returns a :class:`~longllava.core.pipeline.LongLlava` and is called once the
+    data has been read (bad data fails fast); by default ``config.model`` is loaded on the CPU.
+    """
+    task = build_task(config)
+    items = limit_items(task.items, config.limit)
+    if not items:
+        raise InputError(f"{config.data}: no questions to ask")
+    max_new_tokens = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task.protocol]
+    rank, world = shard_from_environment()
+    out_dir = Path(config.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = asdict(config) | {"protocol": task.protocol, "max_new_tokens": max_new_tokens}
+    check_run_config(out_dir, saved, RunConfig.IDENTITY)
+    llava = load_model() if load_model is not None else load_on_cpu(config.model)
+    new = generate_shard(model_answerer(llava, config.model, max_new_tokens), items, out_dir,
+                         batch_size=config.batch_size, rank=rank, world=world,
+                         desc=config.benchmark)
+    outcome = RunOutcome(out_dir, rank, world, new)
+    if rank != 0:
+        return outcome
+    ids = [item.id for item in items]
+    if world > 1:
+        wait_for_answers(out_dir, ids, config.merge_timeout_s)
+    merged, outcome.duplicates = merge_predictions(out_dir, [item.id for item in task.items])
+    asked = set(ids)
+    predictions = [p for p in read_predictions(merged) if p.id in asked]
+    outcome.result = task.score(predictions, ids)
+    write_results(outcome.result, out_dir)
+    return outcome
