@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "longllava.domains.medical.cli",
     "longllava.eval.cli",
     "longllava.domains.remote_sensing.cli",
+    "longllava.core.bench_cli",
+    "longllava.eval.runner_cli",
 ]
 
 
