@@ -26,6 +26,7 @@ from longllava.core.tokenizer import load_tiny_tokenizer, load_tokenizer
 from longllava.errors import InputError
 
 TINY_SEED = 0
+DEFAULT_MODEL_SPEC = "default"
 
 
 def build_preset(name: str, dtype: torch.dtype | None = None) -> tuple[LongLlavaForConditionalGeneration, object]:
@@ -71,7 +72,12 @@ def load_model(
     allow_pickle: bool = False,
     int8: bool = False,
 ):
-    """(model, tokenizer) for a preset name or a checkpoint directory."""
+    """(model, tokenizer) for a preset name, ``default`` (the embedded synthetic-task model, built
+    on first use) or a checkpoint directory."""
+    if str(spec) == DEFAULT_MODEL_SPEC:
+        from longllava.finetune.default_model import ensure_default_model
+
+        spec = ensure_default_model()
     if str(spec) in PRESETS:
         if int8:
             raise InputError("int8 applies to loaded checkpoints, not to random presets")
@@ -79,7 +85,9 @@ def load_model(
         return model.to(device), tokenizer
     path = Path(spec)
     if not path.is_dir():
-        raise InputError(f"model {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a checkpoint directory")
+        raise InputError(
+            f"model {spec!r} is neither a preset ({', '.join(PRESETS)}), '{DEFAULT_MODEL_SPEC}', nor a checkpoint directory"
+        )
     if not (path / "config.json").is_file():
         raise InputError(f"{path} has no config.json: not a checkpoint directory")
     pickled = _weight_files(path, allow_pickle)[0].suffix == ".bin"

@@ -118,16 +118,43 @@ def wrap_placeholders(text: str) -> str:
     return text.replace(IMAGE_PLACEHOLDER, IMAGE_BLOCK)
 
 
+def render_record_text(text: str, record: Record) -> str:
+    """Record text (bare ``<image>`` placeholders, LLaVA style) -> protocol text.
+
+    ``record.meta["layout"]`` says what the images are: ``"images"`` (default; one placeholder per
+    image, each wrapped in ``<img></img>``), ``"stack"`` (one placeholder standing for the ordered
+    frames) or ``"highres"`` (one placeholder for global view + ``meta["grid"] = [rows, cols]``)."""
+    layout = record.meta.get("layout", "images")
+    if layout == "images":
+        return wrap_placeholders(text)
+    if text.count(IMAGE_PLACEHOLDER) != 1:
+        raise ValueError(f"record {record.id} ({record.source}): a {layout} record needs exactly one <image> placeholder")
+    if layout == "stack":
+        block = render_stack(len(record.images))
+    elif layout == "highres":
+        rows, cols = record.meta["grid"]
+        if rows * cols + 1 != len(record.images):
+            raise ValueError(f"record {record.id}: a {rows}x{cols} grid needs {rows * cols + 1} images (global view first)")
+        block = render_highres(rows, cols)
+    else:
+        raise ValueError(f"record {record.id}: unknown layout {layout!r}")
+    return text.replace(IMAGE_PLACEHOLDER, block)
+
+
+def _expected_placeholders(record: Record) -> int:
+    return len(record.images) if record.meta.get("layout", "images") == "images" else 1
+
+
 def record_message(record: Record) -> UserMessage:
-    """A dataset record's first human turn as a message over its images (one image block each)."""
+    """A dataset record's first human turn as a message over its images."""
     text = next(turn["value"] for turn in record.conversations if turn["from"] == HUMAN)
-    if text.count(IMAGE_PLACEHOLDER) != len(record.images):
+    if text.count(IMAGE_PLACEHOLDER) != _expected_placeholders(record):
         raise ValueError(
             f"record {record.id} ({record.source}): {text.count(IMAGE_PLACEHOLDER)} <image> placeholders "
             f"but {len(record.images)} images"
         )
     trace = [{"kind": "image", "record": record.id, "index": i} for i in range(len(record.images))]
-    return UserMessage(wrap_placeholders(text), list(record.images), trace)
+    return UserMessage(render_record_text(text, record), list(record.images), trace)
 
 
 def user_turn(message: str) -> str:
@@ -159,11 +186,17 @@ def training_segments(turns: Sequence[tuple[str, str]]) -> list[tuple[str, bool]
 
 
 def record_turns(record: Record) -> list[tuple[str, str]]:
-    """A record's conversation as (user, assistant) pairs with placeholders wrapped in markers."""
+    """A record's conversation as (user, assistant) pairs in protocol text. Placeholders may sit in
+    any human turn; their total must match the record's images."""
+    if record.num_placeholders() != _expected_placeholders(record):
+        raise ValueError(
+            f"record {record.id} ({record.source}): {record.num_placeholders()} <image> placeholders "
+            f"but {len(record.images)} images"
+        )
     turns, pending = [], None
     for turn in record.conversations:
         if turn["from"] == HUMAN:
-            pending = wrap_placeholders(turn["value"])
+            pending = render_record_text(turn["value"], record) if IMAGE_PLACEHOLDER in turn["value"] else turn["value"]
         elif turn["from"] == GPT and pending is not None:
             turns.append((pending, turn["value"]))
             pending = None

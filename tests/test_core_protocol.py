@@ -140,3 +140,20 @@ def test_training_labels_cover_only_answers_and_eos(tiny):
     assert tokenizer.decode(supervised) == "a lesion<|endoftext|>"
     assert supervised[-1] == tokenizer.eos_token_id
     assert all(l == -100 for t, l in zip(ids, labels) if t == model.config.image_token_id)
+
+
+def test_record_layouts_stack_and_highres():
+    frames = ["s0.png", "s1.png", "s2.png"]
+    stack = Record("ct1", frames, [{"from": "human", "value": "<image>\nLesion?"}, {"from": "gpt", "value": "yes"}],
+                   meta={"layout": "stack"})
+    assert protocol.record_message(stack).text == (
+        "<vid><img><image></img><t><img><image></img><t><img><image></img></vid>\nLesion?"
+    )
+    grid = Record("sc1", ["g.png"] + [f"t{i}.png" for i in range(4)],
+                  [{"from": "human", "value": "<image>\nShips?"}, {"from": "gpt", "value": "2"}],
+                  meta={"layout": "highres", "grid": [2, 2]})
+    row = "<img><image></img>" * 2
+    assert protocol.record_turns(grid) == [(f"<img><image>\n{row}\n{row}</img>\nShips?", "2")]
+    bad = Record("sc2", ["g.png", "t.png"], grid.conversations, meta={"layout": "highres", "grid": [2, 2]})
+    with pytest.raises(ValueError, match="2x2 grid needs 5 images"):
+        protocol.record_turns(bad)
