@@ -210,8 +210,8 @@ def _multiple_choice_task(config: RunConfig) -> EvalTask:
 def _ct_rate_task(config: RunConfig) -> EvalTask:
     import numpy as np
 
-    from longllava.domains.medical.datasets import read_ct_rate
-    from longllava.eval.ct_rate import (CT_RATE_ABNORMALITIES, CtRateTable,
+    from longllava.domains.medical.datasets import ct_rate_questions, read_ct_rate
+    from longllava.eval.ct_rate import (CtRateTable,
                                         ct_rate_table_from_answers, ct_rate_question_id,
                                         read_ct_rate_labels, score_ct_rate, volume_key)
 
@@ -234,8 +234,8 @@ def _ct_rate_task(config: RunConfig) -> EvalTask:
 
     items = []
     for name, item in volumes.items():
-        for abnormality in CT_RATE_ABNORMALITIES:
-            question = f"Is there {abnormality.lower()} in this chest CT volume? Answer yes or no."
+        for record in ct_rate_questions(item):  # the loader's 18 questions, in label-column order
+            question, abnormality = record.question, record.meta["abnormality"]
             items.append(EvalItem(
                 id=ct_rate_question_id(name, abnormality), question=question,
                 message=lambda name=name, question=question: protocol.user_message(
