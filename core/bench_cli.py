@@ -1,0 +1,75 @@
+"""CLI for ``longllava bench model``: hybrid vs pure attention vs pure Mamba, 1 to 1000 images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    model = bench.add_parser(
+        "model",
+        help="prefill time, decode speed and memory of the hybrid vs pure attention vs pure Mamba, 1-1000 images",
+    )
+    model.add_argument(
+        "--preset",
+        default="tiny",
+        choices=("tiny", "longllava-9b", "longllava-a13b"),
+        help="tiny (CPU-sized, default); released shapes with random weights on CUDA, analytic memory model on CPU",
+    )
+    model.add_argument("--images", default="1,8,64,256,1000", metavar="N,N,...", help="image counts (144 tokens each)")
+    model.add_argument(
+        "--variants", default="hybrid,attention,mamba", metavar="V,V,...", help="any of hybrid, attention, mamba"
+    )
+    model.add_argument("--chunk-size", type=int, default=None, help="prefill chunk in tokens (default: the preset's, 8192)")
+    model.add_argument(
+        "--max-new-tokens",
+        "--decode-tokens",
+        dest="max_new_tokens",
+        type=int,
+        default=None,
+        help="tokens decoded for (n-1)/(t_n-t_1) (default: 1000 on CUDA as in the paper, 32 on CPU)",
+    )
+    model.add_argument(
+        "--unchunked-max-images",
+        type=int,
+        default=None,
+        help="also prefill in one forward up to this N, to show what chunking does (default: 256 on CPU, 8 on CUDA)",
+    )
+    model.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="start no new measurement after S seconds; the rest are reported as skipped (outputs still written)",
+    )
+    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    model.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: float32 for tiny on CPU, else bfloat16")
+    model.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a shared machine)")
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--out", type=Path, default=Path("bench_model"), help="output folder (results.json, .md, .png)")
+    model.add_argument("--json", action="store_true", help="print results.json instead of the report")
+    model.set_defaults(func=_bench_model)
+
+
+def _bench_model(args: argparse.Namespace) -> int:
+    from longllava.core.bench_model import ModelBenchConfig, format_report, parse_images, run_model_bench
+
+    settings = ModelBenchConfig(
+        preset=args.preset,
+        images=parse_images(args.images),
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+        chunk_size=args.chunk_size,
+        max_new_tokens=args.max_new_tokens,
+        unchunked_max_images=args.unchunked_max_images,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        time_budget_s=args.time_budget,
+        seed=args.seed,
+        out=args.out,
+    )
+    results = run_model_bench(settings)
+    print(json.dumps(results, indent=2) if args.json else format_report(results))
+    return 0

@@ -1,0 +1,147 @@
+import json
+
+import pytest
+import torch
+
+from longllava.cli import main
+from longllava.core.bench_model import (
+    ModelBenchConfig,
+    analytic_cache_bytes,
+    build_variant,
+    measured_cache_bytes,
+    prefill_embeds,
+    prompt_ids,
+    run_model_bench,
+    variant_config,
+    prompt_processor,
+)
+from longllava.core.checkpoint import preset_config
+from longllava.errors import InputError
+
+
+def expected_cache_bytes(text, attention_layers: int, tokens: int, dtype_bytes: int) -> int:
+    """Independent of the module: K and V per attention layer and token; conv window (batch, inner,
+    d_conv) + SSM state (batch, inner, d_state) per Mamba layer."""
+    head_dim = text.hidden_size // text.num_attention_heads
+    inner = text.mamba_expand * text.hidden_size
+    kv = 2 * attention_layers * text.num_key_value_heads * head_dim * tokens * dtype_bytes
+    mamba_layers = text.num_hidden_layers - attention_layers
+    return kv + mamba_layers * (1 * inner * text.mamba_d_conv + 1 * inner * text.mamba_d_state) * dtype_bytes
+
+
+@pytest.mark.slow
+def test_cli_small_run_writes_outputs_and_cache_matches_analytic(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "model", "--images", "2,1", "--max-new-tokens", "3", "--unchunked-max-images", "1"]
+    assert main([*args, "--chunk-size", "100", "--threads", "1", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (out / "bench_model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((out / "results.json").read_text())
+    assert results == printed and results["mode"] == "measured" and results["dtype"] == "float32"
+
+    text = preset_config("tiny-random").text_config
+    attention_layers = {"hybrid": 1, "attention": text.num_hidden_layers, "mamba": 0}
+    rows = {(r["variant"], r["images"]): r for r in results["rows"]}
+    assert set(rows) == {(v, n) for v in attention_layers for n in (1, 2)}
+    for (variant, images), row in rows.items():
+        assert row["error"] is None
+        assert row["tokens"] > 144 * images
+        assert row["cache_bytes"]["total"] == expected_cache_bytes(text, attention_layers[variant], row["tokens"], 4)
+        assert row["cache_bytes"] == row["analytic_cache_bytes"]
+        assert row["prefill_s"] > 0 and row["decode_tokens_per_s"] > 0 and row["vision_s"] > 0
+        assert isinstance(row["peak_bytes"], int)
+        # one-pass prefill only up to --unchunked-max-images
+        assert (row["unchunked_prefill_s"] is not None) == (images == 1)
+    # one more image adds its 144 tokens plus the frame markers, the same for every variant
+    assert len({rows[(v, 2)]["tokens"] - rows[(v, 1)]["tokens"] for v in attention_layers}) == 1
+    assert rows[("mamba", 1)]["cache_bytes"]["kv"] == 0 and rows[("attention", 1)]["cache_bytes"]["state"] == 0
+
+    table = (out / "results.md").read_text().splitlines()
+    for variant in attention_layers:
+        for images in (1, 2):
+            assert sum(line.startswith(f"| {variant} | {images} | ") for line in table) == 1
+    ratios = {r["images"]: r for r in results["ratios"]}
+    assert set(ratios) == {1, 2}
+    hybrid, attention = rows[("hybrid", 2)], rows[("attention", 2)]
+    assert ratios[2]["cache_bytes"] == pytest.approx(hybrid["cache_bytes"]["total"] / attention["cache_bytes"]["total"])
+    assert results["targets"]["evaluated"] is False
+
+
+def test_prefill_from_embeddings_matches_core_prefill(tiny):
+    model, _ = tiny
+    processor = prompt_processor(model.config)
+    ids = prompt_ids(processor, 2)
+    assert int((ids == model.config.image_token_id).sum()) == 2 * 144
+    pixels = torch.randn(2, 3, 336, 336, generator=torch.Generator().manual_seed(1))
+    core_cache, core_logits = model.prefill(ids, pixels, chunk_size=128)
+    with torch.no_grad():
+        embeds = model.embed_inputs(ids, pixels)
+    cache, logits = prefill_embeds(model.language_model, embeds, 128)
+    torch.testing.assert_close(logits, core_logits, rtol=1e-5, atol=1e-5)
+    assert measured_cache_bytes(cache) == measured_cache_bytes(core_cache)
+
+
+def test_variant_layouts_change_only_the_attention_mamba_pattern():
+    config = preset_config("tiny-random")
+    layouts = {}
+    for variant in ("hybrid", "attention", "mamba"):
+        text = variant_config(config, variant).text_config
+        layouts[variant] = "".join("A" if k == "attention" else "M" for k in text.layers_block_type)
+        assert text.layers_num_experts == config.text_config.layers_num_experts
+        assert (text.hidden_size, text.num_hidden_layers) == (64, 8)
+    assert layouts == {"hybrid": "MMMMAMMM", "attention": "AAAAAAAA", "mamba": "MMMMMMMM"}
+    with pytest.raises(InputError, match="unknown variant"):
+        variant_config(config, "retnet")
+
+
+def test_pure_mamba_chunked_prefill_equals_one_pass_and_holds_only_state():
+    config = preset_config("tiny-random")
+    model = build_variant(config, "mamba", "cpu", torch.float32, seed=0)
+    embeds = torch.randn(1, 300, 64, generator=torch.Generator().manual_seed(2))
+    one_cache, one_logits = prefill_embeds(model.language_model, embeds, 300)
+    cache, logits = prefill_embeds(model.language_model, embeds, 64)
+    torch.testing.assert_close(logits, one_logits, rtol=1e-4, atol=1e-5)
+    text = model.config.text_config
+    assert measured_cache_bytes(cache) == {"kv": 0, "state": expected_cache_bytes(text, 0, 300, 4), "total": expected_cache_bytes(text, 0, 300, 4)}
+    assert measured_cache_bytes(cache) == analytic_cache_bytes(text, 300, 4)
+
+
+def test_released_preset_on_cpu_reports_the_analytic_model_only(tmp_path):
+    results = run_model_bench(ModelBenchConfig(preset="longllava-9b", images=(1, 1000), device="cpu", out=tmp_path))
+    assert results["mode"] == "analytic" and results["dtype"] == "bfloat16" and not results["rows"]
+    variants = results["variants"]
+    # 32 layers, 8 KV heads of 128, bf16: 2 (K, V) x 8 x 128 x 2 bytes = 4096 bytes per attention layer and token
+    assert variants["hybrid"]["kv_bytes_per_token"] == 4 * 4096
+    assert variants["attention"]["kv_bytes_per_token"] == 32 * 4096
+    assert variants["mamba"]["kv_bytes_per_token"] == 0
+    # Mamba: inner 8192 x (d_conv 4 + d_state 16) x 2 bytes per layer
+    assert variants["hybrid"]["state_bytes"] == 28 * 8192 * 20 * 2
+    assert variants["hybrid"]["layers"] == "MMMMAMMM" * 4
+    assert 8e9 < variants["hybrid"]["params"]["total"] < 11e9
+    # a Mamba layer (in_proj to 2 x inner, out_proj) is larger than an attention layer at this width
+    assert variants["attention"]["params"]["total"] < variants["hybrid"]["params"]["total"] < variants["mamba"]["params"]["total"]
+    tokens = results["tokens"]
+    assert tokens[1] > 1000 * 144
+    assert variants["hybrid"]["analytic_cache_bytes"][1]["total"] == 4 * 4096 * tokens[1] + 28 * 8192 * 20 * 2
+    assert (tmp_path / "results.md").read_text().count("| hybrid | MMMMAMMM") == 1
+    assert (tmp_path / "bench_model.png").is_file()
+
+
+def test_bad_options_are_clear_errors(capsys, tmp_path):
+    assert main(["bench", "model", "--images", "1,x", "--out", str(tmp_path)]) == 2
+    assert "--images must be comma-separated integers" in capsys.readouterr().err
+    assert main(["bench", "model", "--images", "1", "--variants", "hybrid,rwkv", "--out", str(tmp_path)]) == 2
+    assert "unknown ['rwkv']" in capsys.readouterr().err
+    assert main(["bench", "model", "--images", "1", "--max-new-tokens", "1", "--out", str(tmp_path)]) == 2
+    assert "at least 2" in capsys.readouterr().err
+
+
+def test_spent_time_budget_skips_measurements_but_writes_outputs(tmp_path, capsys):
+    assert main(["bench", "model", "--images", "1,8", "--variants", "attention,hybrid", "--time-budget", "0", "--out", str(tmp_path)]) == 0
+    report = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["variant"], r["images"]) for r in results["rows"]] == [("hybrid", 1), ("hybrid", 8), ("attention", 1), ("attention", 8)]
+    assert all(r["error"] == "skipped: --time-budget 0 s spent" and r["prefill_s"] is None for r in results["rows"])
+    assert results["ratios"][0]["prefill_s"] is None and "vision_per_image" not in results
+    assert "| attention | 8 | " in (tmp_path / "results.md").read_text()
+    assert "targets not evaluated" in report
