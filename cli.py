@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "longllava.domains.remote_sensing.cli",
     "longllava.core.bench_cli",
     "longllava.eval.runner_cli",
+    "longllava.apps.cli",
+    "longllava.finetune.cli",
 ]
 
 
