@@ -44,6 +44,14 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         metavar="S",
         help="start no new measurement after S seconds; the rest are reported as skipped (outputs still written)",
     )
+    model.add_argument(
+        "--prefill-budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop a chunked prefill after S seconds (>= 3 chunks) and extrapolate its time, labelled as such",
+    )
+    model.add_argument("--resume", action="store_true", help="keep the measured rows of an earlier run in --out")
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     model.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: float32 for tiny on CPU, else bfloat16")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a shared machine)")
@@ -67,6 +75,8 @@ def _bench_model(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         threads=args.threads,
         time_budget_s=args.time_budget,
+        prefill_budget_s=args.prefill_budget,
+        resume=args.resume,
         seed=args.seed,
         out=args.out,
     )

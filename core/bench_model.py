@@ -32,6 +32,12 @@ each, plus a short question, in the chat template):
 
 ``--preset longllava-9b`` without CUDA reports the analytic memory model only (parameters counted
 on the meta device, KV bytes per token, Mamba state bytes, cache + state at each N).
+
+Long runs: ``results.json`` is rewritten after every measurement and ``resume`` keeps the rows of
+an earlier run made with the same settings; ``time_budget_s`` starts no measurement after that
+many seconds; ``prefill_budget_s`` stops a chunked prefill that runs longer (after at least 3
+chunks) and extrapolates its time from the measured chunks; such rows are labelled everywhere
+(``~`` time, ``>=`` peak, a note in the ratios) and carry no cache or decode figures.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import copy
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import threading
@@ -49,6 +56,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import psutil
 import torch
 from tqdm.auto import tqdm
@@ -91,6 +99,8 @@ class ModelBenchConfig:
     dtype: str | None = None  # default: float32 for tiny on CPU, bfloat16 otherwise (the released dtype)
     threads: int | None = None  # torch CPU threads; default: torch's own choice
     time_budget_s: float | None = None  # no new measurement starts after this; the rest are marked skipped
+    prefill_budget_s: float | None = None  # a chunked prefill running longer stops; its time is extrapolated
+    resume: bool = False  # keep the rows of an earlier run in ``out`` made with the same settings
     seed: int = 0
     out: Path = Path("bench_model")
 
@@ -112,7 +122,7 @@ class ModelBenchConfig:
             variants=tuple(v for v in VARIANTS if v in self.variants),
             device=device,
             dtype=self.dtype or ("float32" if self.preset == "tiny" and not cuda else "bfloat16"),
-            max_new_tokens=self.max_new_tokens or (1000 if cuda else 32),
+            max_new_tokens=(1000 if cuda else 32) if self.max_new_tokens is None else self.max_new_tokens,
             unchunked_max_images=(8 if cuda else 256) if self.unchunked_max_images is None else self.unchunked_max_images,
             out=Path(self.out),
         )
@@ -120,6 +130,8 @@ class ModelBenchConfig:
             raise InputError("--max-new-tokens must be at least 2: decode speed is (n - 1) / (t_n - t_1)")
         if resolved.time_budget_s is not None and resolved.time_budget_s < 0:
             raise InputError(f"--time-budget must be >= 0 seconds, got {resolved.time_budget_s}")
+        if resolved.prefill_budget_s is not None and resolved.prefill_budget_s <= 0:
+            raise InputError(f"--prefill-budget must be positive seconds, got {resolved.prefill_budget_s}")
         if resolved.threads is not None and resolved.threads < 1:
             raise InputError(f"--threads must be positive, got {resolved.threads}")
         if resolved.chunk_size is not None and resolved.chunk_size < 1:
@@ -282,39 +294,100 @@ def _lm_step(language_model, cache: DynamicCache, start: int, **inputs) -> torch
 
 
 @torch.no_grad()
-def prefill_embeds(
+def prefill_chunks(
     language_model, inputs_embeds: torch.Tensor, chunk_size: int, progress: bool = False
-) -> tuple[DynamicCache, torch.Tensor]:
+) -> Iterator[tuple[DynamicCache, torch.Tensor, int]]:
     """Chunked prefill from embeddings, as ``LongLlavaForConditionalGeneration.prefill`` does from
-    ids: Mamba state and KV carried from chunk to chunk. Returns the cache and the last logits."""
+    ids: Mamba state and KV carried from chunk to chunk. Yields (cache, last logits, tokens done)
+    after every chunk."""
     cache = DynamicCache(config=language_model.config)
     length = inputs_embeds.shape[1]
     starts = range(0, length, chunk_size)
     for start in tqdm(starts, desc="prefill chunks", unit="chunk", leave=False, disable=not progress or len(starts) < 2):
         logits = _lm_step(language_model, cache, start, inputs_embeds=inputs_embeds[:, start : start + chunk_size])
+        yield cache, logits, min(length, start + chunk_size)
+
+
+def prefill_embeds(
+    language_model, inputs_embeds: torch.Tensor, chunk_size: int, progress: bool = False
+) -> tuple[DynamicCache, torch.Tensor]:
+    """The whole chunked prefill: the cache and the last position's logits."""
+    for cache, logits, _ in prefill_chunks(language_model, inputs_embeds, chunk_size, progress):
+        pass
     return cache, logits
 
 
+def extrapolate_prefill_seconds(chunk_seconds: Sequence[float], length: int, chunk_size: int) -> float:
+    """Measured chunk times plus the unmeasured chunks estimated from a least-squares line through
+    the seconds of chunks 1.. against their index (attention work grows linearly with the KV before
+    the chunk; chunk 0 has none), the last chunk scaled by its share of a full chunk."""
+    if len(chunk_seconds) < 3:
+        raise ValueError(f"need at least 3 measured chunks to extrapolate, got {len(chunk_seconds)}")
+    slope, intercept = np.polyfit(np.arange(1, len(chunk_seconds)), np.asarray(chunk_seconds[1:]), 1)
+    rest = 0.0
+    for index in range(len(chunk_seconds), math.ceil(length / chunk_size)):
+        share = min(chunk_size, length - index * chunk_size) / chunk_size
+        rest += share * (intercept + slope * index)
+    return float(sum(chunk_seconds) + rest)
+
+
+@dataclass
+class PrefillTiming:
+    cache: DynamicCache | None  # None when the prefill was stopped by its budget
+    logits: torch.Tensor | None
+    seconds: float  # measured, or measured + extrapolated when stopped
+    peak_bytes: int  # a lower bound when stopped (the attention mask grows with the KV length)
+    measured_chunks: int
+    total_chunks: int
+
+    @property
+    def complete(self) -> bool:
+        return self.measured_chunks == self.total_chunks
+
+
 def timed_prefill(
-    language_model, inputs_embeds: torch.Tensor, chunk_size: int, device: str, progress: bool = False
-) -> tuple[DynamicCache, torch.Tensor, float, int]:
-    """(cache, logits, seconds, peak bytes) of :func:`prefill_embeds`: the lowest time and peak
-    over up to ``REPEATS`` runs while the runs stay short, a single run otherwise."""
-    best_s = best_peak = None
+    language_model,
+    inputs_embeds: torch.Tensor,
+    chunk_size: int,
+    device: str,
+    progress: bool = False,
+    budget_s: float | None = None,
+) -> PrefillTiming:
+    """:func:`prefill_chunks`, timed: the lowest time and peak over up to ``REPEATS`` runs while the
+    runs stay short, a single run otherwise. With ``budget_s``, a prefill still running after that
+    many seconds (and at least 3 chunks) stops and its time is extrapolated
+    (:func:`extrapolate_prefill_seconds`)."""
+    length = inputs_embeds.shape[1]
+    total_chunks = math.ceil(length / chunk_size)
+    best: PrefillTiming | None = None
     spent = 0.0
     for _ in range(REPEATS):
         cache = logits = None  # the previous run's cache is freed before the next baseline
+        if best is not None:
+            best.cache = best.logits = None
+        chunk_seconds: list[float] = []
         with PeakMemory(device) as memory:
-            began = time.perf_counter()
-            cache, logits = prefill_embeds(language_model, inputs_embeds, chunk_size, progress)
-            _synchronize(device)
+            began = last = time.perf_counter()
+            for cache, logits, done in prefill_chunks(language_model, inputs_embeds, chunk_size, progress):
+                _synchronize(device)
+                now = time.perf_counter()
+                chunk_seconds.append(now - last)
+                last = now
+                if budget_s is not None and now - began > budget_s and len(chunk_seconds) >= 3 and done < length:
+                    break
             seconds = time.perf_counter() - began
-        best_s = seconds if best_s is None else min(best_s, seconds)
-        best_peak = memory.peak_bytes if best_peak is None else min(best_peak, memory.peak_bytes)
+        if len(chunk_seconds) < total_chunks:
+            seconds = extrapolate_prefill_seconds(chunk_seconds, length, chunk_size)
+            return PrefillTiming(None, None, seconds, memory.peak_bytes, len(chunk_seconds), total_chunks)
+        if best is None:
+            best = PrefillTiming(cache, logits, seconds, memory.peak_bytes, total_chunks, total_chunks)
+        else:  # every run leaves the same cache; keep the last
+            best.cache, best.logits = cache, logits
+            best.seconds, best.peak_bytes = min(best.seconds, seconds), min(best.peak_bytes, memory.peak_bytes)
         spent += seconds
         if spent >= REPEAT_BELOW_S:
             break
-    return cache, logits, best_s, best_peak
+    return best
 
 
 @torch.no_grad()
@@ -392,6 +465,7 @@ class Row:
     analytic_cache_bytes: dict[str, int] = field(default_factory=dict)
     unchunked_prefill_s: float | None = None
     unchunked_peak_bytes: int | None = None
+    extrapolated: str | None = None  # set when --prefill-budget stopped the chunked prefill
     error: str | None = None
 
 
@@ -402,7 +476,6 @@ def measure(model, processor, variant: str, num_images: int, settings: ModelBenc
     lm = model.language_model
     dtype_bytes = lm.dtype.itemsize
     row = Row(variant, num_images, ids.shape[1], analytic_cache_bytes=analytic_cache_bytes(lm.config, ids.shape[1], dtype_bytes))
-    cache = logits = embeds = None
     try:
         pixels = random_pixels(num_images, model.config, device, settings.seed)
         _synchronize(device)
@@ -413,16 +486,24 @@ def measure(model, processor, variant: str, num_images: int, settings: ModelBenc
         row.vision_s = time.perf_counter() - began
         del pixels
         if num_images <= settings.unchunked_max_images:
-            cache, _, row.unchunked_prefill_s, row.unchunked_peak_bytes = timed_prefill(lm, embeds, row.tokens, device)
-            cache = None
-        cache, logits, row.prefill_s, row.peak_bytes = timed_prefill(lm, embeds, chunk_size, device, progress=True)
-        row.cache_bytes = measured_cache_bytes(cache)
-        seconds = decode_seconds(lm, cache, logits, row.tokens, settings.max_new_tokens)
+            one_pass = timed_prefill(lm, embeds, row.tokens, device)
+            row.unchunked_prefill_s, row.unchunked_peak_bytes = one_pass.seconds, one_pass.peak_bytes
+            one_pass = None
+        timing = timed_prefill(lm, embeds, chunk_size, device, progress=True, budget_s=settings.prefill_budget_s)
+        row.prefill_s, row.peak_bytes = timing.seconds, timing.peak_bytes
+        if not timing.complete:
+            row.extrapolated = (
+                f"--prefill-budget {settings.prefill_budget_s:g} s: {timing.measured_chunks} of {timing.total_chunks} "
+                "chunks measured, the rest extrapolated; peak is a lower bound; no cache or decode figures"
+            )
+            return row
+        row.cache_bytes = measured_cache_bytes(timing.cache)
+        seconds = decode_seconds(lm, timing.cache, timing.logits, row.tokens, settings.max_new_tokens)
         row.decode_tokens_per_s = (settings.max_new_tokens - 1) / seconds
     except torch.cuda.OutOfMemoryError as error:  # recorded, as the paper records OOM entries
         row.error = f"out of memory: {str(error).splitlines()[0]}"
     finally:
-        pixels = cache = logits = embeds = None
+        pixels = embeds = timing = None
         _release_freed_memory(device)
     return row
 
@@ -451,13 +532,20 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """hybrid / attention at each N for which both were measured."""
+    """hybrid / attention at each N for which both were measured. Where a prefill was stopped by
+    ``--prefill-budget`` the ratios say so in ``notes``, and the cache ratio comes from the analytic
+    model (which every complete row checks against the cache object)."""
     by_key = {(r.variant, r.images): r for r in rows}
     result = []
     for images in sorted({r.images for r in rows}):
         hybrid, attention = by_key.get(("hybrid", images)), by_key.get(("attention", images))
         if hybrid is None or attention is None:
             continue
+        notes = [f"{r.variant} prefill extrapolated, its peak a lower bound" for r in (hybrid, attention) if r.extrapolated]
+        measured = bool(hybrid.cache_bytes and attention.cache_bytes)
+        if not measured:
+            notes.append("cache+state ratio from the analytic model")
+        cache = (hybrid, attention) if measured else (None, None)
         result.append(
             {
                 "images": images,
@@ -465,8 +553,12 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 "unchunked_prefill_s": _ratio(hybrid.unchunked_prefill_s, attention.unchunked_prefill_s),
                 "peak_bytes": _ratio(hybrid.peak_bytes, attention.peak_bytes),
                 "unchunked_peak_bytes": _ratio(hybrid.unchunked_peak_bytes, attention.unchunked_peak_bytes),
-                "cache_bytes": _ratio(hybrid.cache_bytes.get("total"), attention.cache_bytes.get("total")),
+                "cache_bytes": _ratio(
+                    (hybrid.cache_bytes if measured else hybrid.analytic_cache_bytes).get("total"),
+                    (attention.cache_bytes if measured else attention.analytic_cache_bytes).get("total"),
+                ),
                 "decode_tokens_per_s": _ratio(hybrid.decode_tokens_per_s, attention.decode_tokens_per_s),
+                "notes": notes,
             }
         )
     return result
@@ -483,7 +575,7 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
     for key, limit in TARGETS.items():
         value = ratio[key]
         checks[key] = {"ratio": value, "limit": limit, "met": None if value is None else value <= limit}
-    return {"evaluated": True, "images": TARGET_IMAGES, "checks": checks}
+    return {"evaluated": True, "images": TARGET_IMAGES, "checks": checks, "notes": ratio["notes"]}
 
 
 def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
@@ -502,24 +594,30 @@ def markdown_table(results: dict[str, Any]) -> str:
         if r["error"]:
             lines.append(f"| {r['variant']} | {r['images']} | {r['tokens']} | {_fmt(r['vision_s'])} | {r['error']} |||||||")
             continue
+        estimated = "~" if r["extrapolated"] else ""  # extrapolated time, lower-bound peak
+        lower = ">=" if r["extrapolated"] else ""
         lines.append(
-            f"| {r['variant']} | {r['images']} | {r['tokens']} | {_fmt(r['vision_s'])} | {_fmt(r['prefill_s'])} "
+            f"| {r['variant']} | {r['images']} | {r['tokens']} | {_fmt(r['vision_s'])} | {estimated}{_fmt(r['prefill_s'])} "
             f"| {_fmt(r['unchunked_prefill_s'])} | {_fmt(r['decode_tokens_per_s'], digits=1)} "
-            f"| {_fmt(r['peak_bytes'], MiB, 1)} | {_fmt(r['unchunked_peak_bytes'], MiB, 1)} "
+            f"| {lower}{_fmt(r['peak_bytes'], MiB, 1)} | {_fmt(r['unchunked_peak_bytes'], MiB, 1)} "
             f"| {_fmt(r['cache_bytes'].get('total'), MiB, 3)} | {_fmt(r['analytic_cache_bytes']['total'], MiB, 3)} |"
         )
     if results["ratios"]:
         lines += [
             "",
-            "| images | hybrid/attention prefill (chunked) | (one pass) | peak (chunked) | peak (one pass) | cache+state | decode tok/s |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| images | hybrid/attention prefill (chunked) | (one pass) | peak (chunked) | peak (one pass) | cache+state | decode tok/s | notes |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for q in results["ratios"]:
             lines.append(
                 f"| {q['images']} | {_fmt(q['prefill_s'], digits=3)} | {_fmt(q['unchunked_prefill_s'], digits=3)} "
                 f"| {_fmt(q['peak_bytes'], digits=3)} | {_fmt(q['unchunked_peak_bytes'], digits=3)} "
-                f"| {_fmt(q['cache_bytes'], digits=3)} | {_fmt(q['decode_tokens_per_s'], digits=3)} |"
+                f"| {_fmt(q['cache_bytes'], digits=3)} | {_fmt(q['decode_tokens_per_s'], digits=3)} | {'; '.join(q['notes'])} |"
             )
+    extrapolated = [r for r in results["rows"] if r["extrapolated"]]
+    if extrapolated:
+        lines.append("")
+        lines += [f"~ / >= {r['variant']} at {r['images']} images: {r['extrapolated']}" for r in extrapolated]
     return "\n".join(lines)
 
 
@@ -561,6 +659,10 @@ def plot(results: dict[str, Any], path: Path) -> Path:
             continue
         n = [r["images"] for r in rows]
         axes[0].plot(n, [r["prefill_s"] for r in rows], "o-", color=colour, label=f"{name} chunked")
+        for r in rows:
+            if r["extrapolated"]:
+                axes[0].annotate("extrapolated", (r["images"], r["prefill_s"]), fontsize=7, color=colour)
+                axes[1].annotate("lower bound", (r["images"], r["peak_bytes"] / MiB), fontsize=7, color=colour)
         one = [(r["images"], r["unchunked_prefill_s"]) for r in rows if r["unchunked_prefill_s"] is not None]
         if one:
             axes[0].plot(*zip(*one), "s--", color=colour, alpha=0.6, label=f"{name} one pass")
@@ -568,8 +670,9 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         one = [(r["images"], max(r["unchunked_peak_bytes"], 1) / MiB) for r in rows if r["unchunked_peak_bytes"] is not None]
         if one:
             axes[1].plot(*zip(*one), "s--", color=colour, alpha=0.6, label=f"{name} peak (one pass)")
-        axes[1].plot(n, [r["cache_bytes"]["total"] / MiB for r in rows], "^:", color=colour, label=f"{name} cache+state")
-        axes[2].plot(n, [r["decode_tokens_per_s"] for r in rows], "o-", color=colour, label=name)
+        cached = [r for r in rows if r["cache_bytes"]]
+        axes[1].plot([r["images"] for r in cached], [r["cache_bytes"]["total"] / MiB for r in cached], "^:", color=colour, label=f"{name} cache+state")
+        axes[2].plot([r["images"] for r in cached], [r["decode_tokens_per_s"] for r in cached], "o-", color=colour, label=name)
     titles = (
         ["analytic cache + state (MiB)"]
         if analytic
@@ -590,6 +693,31 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# Settings that change what a measurement means: a resumed run must share them.
+MEASUREMENT_SETTINGS = ("preset", "chunk_size", "max_new_tokens", "unchunked_max_images", "device", "dtype", "threads", "seed")
+
+
+def earlier_rows(settings: ModelBenchConfig, results: dict[str, Any]) -> dict[tuple[str, int], Row]:
+    """Measured rows of an earlier run in ``settings.out`` (``--resume``); its vision breakdown is
+    copied into ``results``. Skipped rows and rows that ran out of memory are measured again."""
+    path = settings.out / "results.json"
+    if not path.is_file():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        saved = earlier["settings"]
+        rows = [Row(**row) for row in earlier["rows"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"--resume: {path} is not a results file of this benchmark ({error}); use another --out") from error
+    different = [key for key in MEASUREMENT_SETTINGS if saved.get(key) != getattr(settings, key)]
+    if different:
+        details = ", ".join(f"{key}: {saved.get(key)!r} there, {getattr(settings, key)!r} now" for key in different)
+        raise InputError(f"--resume: {path} was measured with other settings ({details}); use the same options or another --out")
+    if "vision_per_image" in earlier:
+        results["vision_per_image"] = earlier["vision_per_image"]
+    return {(row.variant, row.images): row for row in rows if row.error is None}
 
 
 def _write(results: dict[str, Any], out: Path) -> None:
@@ -625,7 +753,7 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
     results: dict[str, Any] = {
         "preset": settings.preset,
         "mode": "analytic" if analytic_only else "measured",
-        "device": "cpu" if settings.device == "cpu" else settings.device,
+        "device": settings.device,
         "dtype": settings.dtype,
         "hardware": hardware_label(settings.device),
         "images": list(settings.images),
@@ -655,6 +783,7 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
         results["mamba_kernels"] = bool(
             settings.device.startswith("cuda") and is_mamba_ssm_available() and is_causal_conv1d_available()
         )
+        earlier = earlier_rows(settings, results) if settings.resume else {}
         rows: list[Row] = []
         steps = tqdm(total=len(settings.variants) * len(settings.images), desc="bench model", unit="run")
         started = time.monotonic()
@@ -663,20 +792,23 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
             return settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s
 
         for name in settings.variants:
-            model = None if over_budget() else build_variant(config, name, settings.device, dtype, settings.seed)
             processor = prompt_processor(config)
-            if model is not None:
-                warm_up(model.language_model, settings.device)
-                if "vision_per_image" not in results:
-                    batch = random_pixels(config.image_encode_batch_size, config, settings.device, settings.seed)
-                    results["vision_per_image"] = {**vision_breakdown(model, batch), "batch": batch.shape[0]}
-                    del batch
+            model = None
             for n in settings.images:
                 steps.set_postfix_str(f"{name} N={n}")
-                if model is None or over_budget():
+                if (name, n) in earlier:
+                    rows.append(earlier[(name, n)])
+                elif over_budget():
                     skipped = f"skipped: --time-budget {settings.time_budget_s:g} s spent"
                     rows.append(Row(name, n, prompt_ids(processor, n).shape[1], error=skipped))
                 else:
+                    if model is None:
+                        model = build_variant(config, name, settings.device, dtype, settings.seed)
+                        warm_up(model.language_model, settings.device)
+                    if "vision_per_image" not in results:
+                        batch = random_pixels(config.image_encode_batch_size, config, settings.device, settings.seed)
+                        results["vision_per_image"] = {**vision_breakdown(model, batch), "batch": batch.shape[0]}
+                        del batch
                     rows.append(measure(model, processor, name, n, settings, chunk_size))
                 results["rows"] = [asdict(r) for r in rows]
                 results["ratios"] = ratios(rows)
@@ -726,7 +858,7 @@ def format_report(results: dict[str, Any]) -> str:
         lines.append(
             f"N={q['images']:>5}: hybrid/attention prefill {_fmt(q['prefill_s'], digits=3)}, "
             f"peak {_fmt(q['peak_bytes'], digits=3)}, cache+state {_fmt(q['cache_bytes'], digits=3)}, "
-            f"decode tok/s {_fmt(q['decode_tokens_per_s'], digits=3)}"
+            f"decode tok/s {_fmt(q['decode_tokens_per_s'], digits=3)}" + (f" ({'; '.join(q['notes'])})" if q["notes"] else "")
         )
     targets = results["targets"]
     if targets["evaluated"]:

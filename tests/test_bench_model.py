@@ -8,6 +8,7 @@ from longllava.core.bench_model import (
     ModelBenchConfig,
     analytic_cache_bytes,
     build_variant,
+    extrapolate_prefill_seconds,
     measured_cache_bytes,
     prefill_embeds,
     prompt_ids,
@@ -145,3 +146,20 @@ def test_spent_time_budget_skips_measurements_but_writes_outputs(tmp_path, capsy
     assert results["ratios"][0]["prefill_s"] is None and "vision_per_image" not in results
     assert "| attention | 8 | " in (tmp_path / "results.md").read_text()
     assert "targets not evaluated" in report
+
+
+def test_extrapolated_prefill_follows_the_line_through_measured_chunks():
+    # chunks 1..3 took 2, 3, 4 s: 1 + index seconds; chunk 4 -> 5 s, chunk 5 holds half a chunk -> 6 / 2
+    assert extrapolate_prefill_seconds([1.0, 2.0, 3.0, 4.0], length=550, chunk_size=100) == pytest.approx(18.0)
+    with pytest.raises(ValueError, match="at least 3"):
+        extrapolate_prefill_seconds([1.0, 2.0], length=550, chunk_size=100)
+
+
+def test_resume_refuses_results_measured_with_other_settings(tmp_path, capsys):
+    base = ["bench", "model", "--images", "1", "--variants", "attention", "--time-budget", "0", "--out", str(tmp_path)]
+    assert main(base) == 0
+    assert main([*base, "--resume", "--chunk-size", "64"]) == 2
+    assert "chunk_size: None there, 64 now" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text("{}")
+    assert main([*base, "--resume"]) == 2
+    assert "is not a results file of this benchmark" in capsys.readouterr().err
