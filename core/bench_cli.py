@@ -53,7 +53,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     model.add_argument("--resume", action="store_true", help="keep the measured rows of an earlier run in --out")
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    model.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: float32 for tiny on CPU, else bfloat16")
+    model.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bfloat16 for the analytic model and on CUDA with mamba-ssm kernels, else float32")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a shared machine)")
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--out", type=Path, default=Path("bench_model"), help="output folder (results.json, .md, .png)")

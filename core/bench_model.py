@@ -96,7 +96,7 @@ class ModelBenchConfig:
     max_new_tokens: int | None = None  # default: 1000 on CUDA (the paper's), 32 on CPU
     unchunked_max_images: int | None = None  # one-forward prefill up to this N; default 256 CPU, 8 CUDA
     device: str | None = None  # default: cuda if available
-    dtype: str | None = None  # default: float32 for tiny on CPU, bfloat16 otherwise (the released dtype)
+    dtype: str | None = None  # default: see _default_dtype_name
     threads: int | None = None  # torch CPU threads; default: torch's own choice
     time_budget_s: float | None = None  # no new measurement starts after this; the rest are marked skipped
     prefill_budget_s: float | None = None  # a chunked prefill running longer stops; its time is extrapolated
@@ -121,7 +121,7 @@ class ModelBenchConfig:
             images=tuple(sorted(set(self.images))),
             variants=tuple(v for v in VARIANTS if v in self.variants),
             device=device,
-            dtype=self.dtype or ("float32" if self.preset == "tiny" and not cuda else "bfloat16"),
+            dtype=self.dtype or _default_dtype_name(self.preset, cuda),
             max_new_tokens=(1000 if cuda else 32) if self.max_new_tokens is None else self.max_new_tokens,
             unchunked_max_images=(8 if cuda else 256) if self.unchunked_max_images is None else self.unchunked_max_images,
             out=Path(self.out),
@@ -137,6 +137,21 @@ class ModelBenchConfig:
         if resolved.chunk_size is not None and resolved.chunk_size < 1:
             raise InputError(f"--chunk-size must be positive, got {resolved.chunk_size}")
         return resolved
+
+
+def mamba_kernels_available() -> bool:
+    from transformers.utils.import_utils import is_causal_conv1d_available, is_mamba_ssm_available
+
+    return torch.cuda.is_available() and is_mamba_ssm_available() and is_causal_conv1d_available()
+
+
+def _default_dtype_name(preset: str, cuda: bool) -> str:
+    """bfloat16 (the released dtype) for the analytic model and on CUDA with the mamba-ssm kernels;
+    float32 otherwise: transformers' pure-torch Jamba scan multiplies float32 states by bfloat16 C
+    and fails in bfloat16."""
+    if not cuda:
+        return "float32" if preset == "tiny" else "bfloat16"
+    return "bfloat16" if mamba_kernels_available() else "float32"
 
 
 # -- the three layouts and their analytic memory model --------------------------------------------
@@ -775,14 +790,10 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
             variants[name]["analytic_cache_bytes"] = [analytic_cache_bytes(text, t, dtype_bytes) for t in tokens]
         results["note"] = "no CUDA device: analytic memory model only, no weights materialised"
     else:
-        from transformers.utils.import_utils import is_causal_conv1d_available, is_mamba_ssm_available
-
         chunk_size = settings.chunk_size or config.prefill_chunk_size
         results["chunk_size"] = chunk_size
         results["decode_tokens"] = settings.max_new_tokens
-        results["mamba_kernels"] = bool(
-            settings.device.startswith("cuda") and is_mamba_ssm_available() and is_causal_conv1d_available()
-        )
+        results["mamba_kernels"] = settings.device.startswith("cuda") and mamba_kernels_available()
         earlier = earlier_rows(settings, results) if settings.resume else {}
         rows: list[Row] = []
         steps = tqdm(total=len(settings.variants) * len(settings.images), desc="bench model", unit="run")

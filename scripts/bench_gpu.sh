@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `longllava bench model` on one CUDA GPU: the released 9B shapes (hybrid 1:7 vs pure attention vs
-# pure Mamba, random bf16 weights, 144 tokens per image) from 1 to 1000 images.
+# pure Mamba, random weights, 144 tokens per image) from 1 to 1000 images.
 #
 #   scripts/bench_gpu.sh [OUT_DIR]        (default OUT_DIR: bench_gpu)
 #
@@ -9,7 +9,8 @@
 # reported as skipped) and the whole run is stopped at BENCH_TIMEOUT_S. Decode speed uses 100
 # tokens instead of the paper's 1000 (set DECODE_TOKENS=1000 when time allows). The mamba-ssm /
 # causal-conv1d kernels are used when installed (`pip install 'longllava[gpu]'`); results.json
-# records whether they were.
+# records whether they were. Without them the run is in float32 (transformers' pure-torch Jamba
+# scan fails in bfloat16), so the 9B weights take 4 bytes per parameter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-bench_gpu}"
