@@ -17,7 +17,7 @@ install: $(STAMP)
 
 # The main job on the embedded default model.
 run: $(STAMP)
-	$(VENV)/bin/longllava ask --ct tests/fixtures/ct/example_ct.nii.gz \
+	$(VENV)/bin/longllava ask --ct tests/fixtures/ct/example_ct.nii.gz --max-slices 8 \
 		--question "Is there a lesion in this CT? Answer yes or no." --json
 
 test: $(STAMP)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_MODEL = "tiny-random"
+DEFAULT_MODEL = "default"  # the embedded synthetic-task model, built on first use
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
@@ -16,7 +16,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ask.add_argument("--image", nargs="+", default=[], metavar="P", help="single images, one <img> block each")
     ask.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
     ask.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
-    ask.add_argument("--tile", type=int, default=336, choices=(168, 336), help="sub-image size for --highres")
+    ask.add_argument("--tile", type=int, default=336, help="sub-image size for --highres (168 or 336) and --scene")
+    ask.add_argument("--ct", metavar="PATH", help="a CT volume (NIfTI, DICOM folder / files / .zip) as an ordered slice stack")
+    ask.add_argument("--max-slices", type=int, default=256, help="CT slices sent to the model (evenly spaced)")
+    ask.add_argument("--windows", default="lung,mediastinum,bone", help="CT windows as RGB channels, or one W/L")
+    ask.add_argument("--scene", metavar="PATH", help="a GeoTIFF / raster scene as global view + tile grid")
+    ask.add_argument("--max-tiles", type=int, default=64, help="scene tiles at most (coarser level beyond)")
     ask.add_argument("--question", required=True)
     ask.add_argument("--max-new-tokens", type=int, default=64)
     ask.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -81,8 +86,29 @@ def build_visuals(args: argparse.Namespace) -> list:
         paths = _stack_paths(args.stack)
         visuals.append(protocol.StackInput([open_image(p) for p in paths], [{"path": str(p)} for p in paths]))
     if args.highres:
+        if args.tile not in (168, 336):
+            from longllava.errors import InputError
+
+            raise InputError(f"--tile for --highres must be 168 or 336, got {args.tile}")
         part = partition_highres(args.highres, args.tile)
         visuals.append(protocol.HighResInput(part.global_view, part.tiles, part.rows, part.cols))
+    if args.ct:
+        from longllava.domains.medical.ct import load_ct
+        from longllava.domains.medical.slices import ct_to_slices
+
+        slices = list(ct_to_slices(load_ct(args.ct), windows=args.windows, max_slices=args.max_slices))
+        visuals.append(protocol.StackInput([s.image for s in slices],
+                                           [{"slice": s.index, "z_mm": round(s.z_mm, 2)} for s in slices]))
+    if args.scene:
+        from longllava.domains.remote_sensing.scene import open_scene
+        from longllava.domains.remote_sensing.tiling import tile_scene
+
+        with open_scene(args.scene) as scene:
+            grid = tile_scene(scene, tile=args.tile, max_tiles=args.max_tiles)
+            tiles = [tile.image() for tile in grid.tiles]
+            traces = [{"lonlat_bounds": [round(v, 6) for v in tile.lonlat_bounds]} if tile.lonlat_bounds else {}
+                      for tile in grid.tiles]
+            visuals.append(protocol.HighResInput(grid.thumbnail, tiles, grid.rows, grid.cols, traces))
     return visuals
 
 
@@ -91,15 +117,21 @@ def _ask(args: argparse.Namespace) -> int:
 
     visuals = build_visuals(args)
     if not visuals:
-        raise InputError("give at least one visual input: --image, --stack or --highres")
+        raise InputError("give at least one visual input: --image, --stack, --highres, --ct or --scene")
     llava = load_from_args(args)
     answer = llava.ask(visuals, args.question, max_new_tokens=args.max_new_tokens)
+    used = [t for t in answer.trace if t.get("kind") in ("frame", "tile")]
     if args.json:
-        print(json.dumps({**answer.summary(), "model": str(args.model)}))
-    else:
-        if str(args.model) == "tiny-random":
-            print("note: tiny-random has untrained random weights; its answer is meaningless")
-        print(answer.text)
+        print(json.dumps({**answer.summary(), "model": str(args.model), "used": used}))
+        return 0
+    if str(args.model) == "tiny-random":
+        print("note: tiny-random has untrained random weights; its answer is meaningless")
+    elif str(args.model) == "default":
+        print("note: the default model is a tiny synthetic-task model (lesion / ship presence, counting, "
+              "needles); it is not a medical or remote-sensing model")
+    print(answer.text)
+    if args.ct:
+        print(f"slices used: {', '.join(str(t['slice']) for t in used)}")
     return 0
 
 

@@ -7,7 +7,9 @@ right for one-shot prefill and single-token decoding, and wrong for
 * chunked prefill (a 1000-image prompt fed in pieces so activation memory stays bounded): chunk
   k+1 must start from the SSM state chunk k ended with;
 * packed training (several samples in one row, ``position_ids`` restarting at 0 for each): state
-  and conv context must not flow from one sample into the next.
+  and conv context must not flow from one sample into the next;
+* LoRA on ``dt_proj``: the parent multiplies by ``dt_proj.weight`` instead of calling the module,
+  which silently skips the adapter.
 
 ``StatefulMambaMixer`` handles those two cases with the pure-torch scan (mambapy's parallel scan,
 or the sequential fallback) and defers to the parent (which picks the mamba-ssm CUDA kernels when
@@ -56,7 +58,10 @@ class StatefulMambaMixer(JambaMambaMixer):
             if bool(starts.any()):
                 resets = F.pad(starts, (1, 0), value=False).expand(hidden_states.shape[0], -1)
         continuing = initial_state is not None and seq_len > 1
-        if not continuing and resets is None:
+        # transformers' mixer reads `dt_proj.weight` directly, which would bypass an adapter (LoRA)
+        # wrapped around dt_proj; such layers always take the path below, which calls the module.
+        adapted = type(self.dt_proj) is not torch.nn.Linear
+        if not continuing and resets is None and not adapted:
             return super().forward(hidden_states, cache=cache, attention_mask=attention_mask)
         if continuing and resets is not None:
             raise ValueError("packed samples (position_ids restarting at 0) cannot continue a cached state")

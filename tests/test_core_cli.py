@@ -32,6 +32,20 @@ def test_ask_stack_directory_and_highres(capsys, fixtures, tmp_path):
     assert out["num_images"] == 1 + 16
 
 
+def test_ask_about_real_ct_volumes_and_a_real_scene(capsys, fixtures):
+    out = ask_json(capsys, "--ct", str(fixtures / "ct" / "example_ct.nii.gz"), "--max-slices", "8", "--question", "Lesion?")
+    assert out["num_images"] == 8 and out["num_image_tokens"] == 8 * 144
+    z = [t["z_mm"] for t in out["used"]]
+    assert [t["kind"] for t in out["used"]] == ["frame"] * 8 and z == sorted(z)
+    assert out["used"][0]["slice"] == 0 and out["used"][-1]["slice"] == 111  # first and last of 112 slices
+    out = ask_json(capsys, "--ct", str(fixtures / "ct" / "example_ct_dicom"), "--question", "Lesion?")
+    assert out["num_images"] == 20  # all 20 DICOM slices (fewer than --max-slices)
+    out = ask_json(capsys, "--scene", str(fixtures / "scenes" / "RGB.byte.tif"), "--question", "Ships?")
+    tiles = [t for t in out["used"] if t["kind"] == "tile"]
+    assert out["num_images"] == 1 + 9 and len(tiles) == 9  # 791x718 at 336 px: 3x3 tiles + global view
+    assert all(len(t["lonlat_bounds"]) == 4 for t in tiles)
+
+
 def test_ask_bad_input_is_a_clear_error(capsys, tmp_path):
     assert main(["ask", "--image", str(tmp_path / "missing.png"), "--question", "?"]) == 2
     assert "image file not found" in capsys.readouterr().err
@@ -47,7 +61,7 @@ def test_console_script_runs_info_and_ask(fixtures):
                           capture_output=True, text=True, check=True)
     assert json.loads(info.stdout)["attention_layers"] == [4, 12, 20, 28]
     ask = subprocess.run(
-        [sys.executable, "-m", "longllava", "ask", "--image", str(fixtures / "pathology" / "ihc_colon.png"),
+        [sys.executable, "-m", "longllava", "ask", "--model", "tiny-random", "--image", str(fixtures / "pathology" / "ihc_colon.png"),
          "--question", "What is it?", "--max-new-tokens", "3"],
         capture_output=True, text=True, check=True,
     )

@@ -1,0 +1,278 @@
+"""Synthetic tasks with known answers: needles among images, CT-like volumes with lesions, and
+scene-like rasters with objects. Used to train the embedded default model and for the V-NIAH
+diagnostic. Everything is generated from a seed, so a task set is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+NEEDLE_COLOURS = {"red": (230, 25, 25), "green": (25, 200, 40), "blue": (30, 60, 235), "yellow": (240, 220, 20)}
+NEEDLE_QUESTION = "What colour is the square mark in one of the images? Answer with one word."
+
+
+def draw_mark(image: Image.Image, colour: str, rng: np.random.Generator, fraction: float = 0.3) -> Image.Image:
+    """A copy of ``image`` with a filled square of ``colour`` (side = ``fraction`` of the short side)."""
+    marked = image.convert("RGB").copy()
+    width, height = marked.size
+    side = max(2, int(min(width, height) * fraction))
+    x = int(rng.integers(0, width - side + 1))
+    y = int(rng.integers(0, height - side + 1))
+    ImageDraw.Draw(marked).rectangle([x, y, x + side - 1, y + side - 1], fill=NEEDLE_COLOURS[colour])
+    return marked
+
+
+@dataclass
+class NeedleSample:
+    images: list[Any]
+    needle_index: int
+    colour: str
+    question: str = NEEDLE_QUESTION
+
+    @property
+    def answer(self) -> str:
+        return self.colour
+
+
+def insert_needle(
+    haystack: Sequence[Any],
+    depth: float,
+    rng: np.random.Generator,
+    colour: str | None = None,
+) -> NeedleSample:
+    """Mark the image at relative ``depth`` (0 = first, 1 = last) of ``haystack`` with a coloured
+    square; the question asks for the colour, answerable only from that image."""
+    if not haystack:
+        raise ValueError("a needle needs at least one haystack image")
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth must be in [0, 1], got {depth}")
+    colour = colour or str(rng.choice(sorted(NEEDLE_COLOURS)))
+    index = int(round(depth * (len(haystack) - 1)))
+    images = list(haystack)
+    base = images[index]
+    images[index] = draw_mark(base if isinstance(base, Image.Image) else Image.open(base), colour, rng)
+    return NeedleSample(images, index, colour)
+
+
+# ---------------------------------------------------------------------------------------------
+# The synthetic task set of the embedded default model
+# ---------------------------------------------------------------------------------------------
+
+CT_PRESENCE_Q = "Is there a lesion in this CT? Answer yes or no."
+CT_SLICE_Q = "Which slice shows the lesion? Answer with the slice number."
+CT_COUNT_Q = "How many lesions are there? Answer with a number."
+SCENE_PRESENCE_Q = "Is there a ship in this scene? Answer yes or no."
+SCENE_COUNT_Q = "How many ships are there? Answer with a number."
+SCENE_TILE_Q = "Which tile contains the ship? Answer with the row and column."
+TASK_GROUPS = {  # question type -> reported group (targets: presence and needle >= 90%, counting >= 70%)
+    "ct_presence": "presence", "scene_presence": "presence",
+    "ct_count": "counting", "scene_count": "counting",
+    "ct_slice": "localisation", "scene_tile": "localisation",
+    "needle": "needle",
+}
+
+
+@dataclass
+class SyntheticSpec:
+    """Sizes of one synthetic task set. Defaults: what the default model trains on."""
+
+    volumes: int = 160
+    scenes: int = 160
+    needles: int = 320
+    ct_slices: int = 4
+    ct_size: int = 64
+    scene_size: int = 672
+    needle_min: int = 3
+    needle_max: int = 6
+    max_lesions: int = 3
+    max_ships: int = 3
+    seed: int = 0
+    # Training sets ask all of a volume's / scene's questions in one shuffled multi-turn
+    # conversation (one pass over the images supervises every answer); held-out sets ask one
+    # question per record, as evaluation and users do.
+    multi_turn: bool = False
+
+
+def make_ct_volume(rng: np.random.Generator, num_lesions: int, slices: int, size: int):
+    """HU volume (z, y, x): air, a soft-tissue body, two lungs, and ``num_lesions`` dense round
+    lesions in the lungs, each in one slice, at distinct slices where possible. Returns the volume
+    and the lesions as (z, y, x, radius) in voxels."""
+    yy, xx = np.mgrid[:size, :size]
+    c = size / 2
+    body = ((yy - c) / (0.42 * size)) ** 2 + ((xx - c) / (0.47 * size)) ** 2 <= 1
+    left = ((yy - c) / (0.3 * size)) ** 2 + ((xx - 0.3 * size) / (0.14 * size)) ** 2 <= 1
+    right = ((yy - c) / (0.3 * size)) ** 2 + ((xx - 0.7 * size) / (0.14 * size)) ** 2 <= 1
+    plane = np.full((size, size), -1000, dtype=np.int16)
+    plane[body] = 40
+    plane[left | right] = -850
+    volume = np.repeat(plane[None], slices, axis=0)
+    volume = volume + rng.normal(0, 15, volume.shape).astype(np.int16)
+    zs = rng.choice(slices, size=num_lesions, replace=num_lesions > slices)
+    lesions = []
+    for z in zs:
+        lung_points = np.argwhere(left | right)
+        radius = int(rng.integers(size // 14, size // 10 + 1))
+        for _ in range(50):  # a centre whose disc stays inside a lung
+            y, x = lung_points[rng.integers(len(lung_points))]
+            disc = (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
+            if (disc & ~(left | right)).sum() == 0:
+                break
+        volume[z][disc] = 180
+        lesions.append((int(z), int(y), int(x), radius))
+    return volume.astype(np.int16), lesions
+
+
+def write_nifti(volume_zyx: np.ndarray, path, spacing_mm=(5.0, 1.5, 1.5)) -> None:
+    """Write (z, y, x) HU as a NIfTI in LPS-like axes (the medical loader reorients it)."""
+    import nibabel as nib
+
+    affine = np.diag([-spacing_mm[2], -spacing_mm[1], spacing_mm[0], 1.0])
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume_zyx.transpose(2, 1, 0)), affine), str(path))
+
+
+def make_scene(rng: np.random.Generator, num_ships: int, size: int, tile: int = 336):
+    """RGB uint8 (3, H, W) of textured land and water with ``num_ships`` bright ships; each ship
+    lies fully inside one tile. Returns the raster and the ships as (row, col, y, x)."""
+    base = rng.normal(0, 12, (3, size, size))
+    land = np.array([70, 95, 55])[:, None, None]
+    raster = np.clip(land + base, 0, 255)
+    water = np.zeros((size, size), dtype=bool)
+    water[:, : size // 3] = True
+    raster[:, water] = np.clip(np.array([30, 50, 90])[:, None] + rng.normal(0, 6, (3, int(water.sum()))), 0, 255)
+    ships, grid = [], size // tile
+    cells = rng.choice(grid * grid, size=num_ships, replace=num_ships > grid * grid)
+    for cell in cells:
+        row, col = divmod(int(cell), grid)
+        length, width = int(rng.integers(40, 60)), int(rng.integers(14, 20))
+        y = row * tile + int(rng.integers(10, tile - length - 10))
+        x = col * tile + int(rng.integers(10, tile - length - 10))
+        if rng.random() < 0.5:
+            raster[:, y : y + length, x : x + width] = 245
+        else:
+            raster[:, y : y + width, x : x + length] = 245
+        ships.append((row, col, y, x))
+    return raster.astype(np.uint8), ships
+
+
+def write_geotiff(raster: np.ndarray, path, gsd_m: float = 1.0) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    _, height, width = raster.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8", crs="EPSG:32618",
+                   transform=from_origin(500000.0, 4500000.0, gsd_m, gsd_m), photometric="RGB")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(raster)
+
+
+def _records(rid, images, qas, rng, multi_turn, **meta) -> list:
+    """Records over ``images`` for (question, answer, type) triples: one shuffled multi-turn record,
+    or one single-question record per triple."""
+    from longllava.core.records import Record
+
+    def conversation(turns):
+        convo = []
+        for k, (question, answer, _) in enumerate(turns):
+            convo += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + question}, {"from": "gpt", "value": answer}]
+        return convo
+
+    if multi_turn:
+        order = rng.permutation(len(qas))
+        turns = [qas[i] for i in order]
+        qtype = turns[0][2]
+        return [Record(rid, images, conversation(turns), source=f"synthetic:{rid}",
+                       meta={"type": qtype, "group": TASK_GROUPS[qtype], **meta})]
+    return [Record(f"{rid}-{qtype}", images, conversation([(q, a, qtype)]), source=f"synthetic:{rid}-{qtype}",
+                   meta={"type": qtype, "group": TASK_GROUPS[qtype], **meta}) for q, a, qtype in qas]
+
+
+def _save(image: Image.Image, path) -> str:
+    image.save(path, compress_level=1)  # fast to write; still lossless
+    return str(path)
+
+
+def generate_task_set(out_dir, spec: SyntheticSpec, haystack: Sequence[Any], progress: bool = True) -> list:
+    """Write the task set's files under ``out_dir`` (NIfTI volumes, GeoTIFF scenes, PNG slices and
+    tiles) and return its records. CT slices and scene tiles come through the domain loaders,
+    exactly as real data would."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from longllava.domains.medical.ct import load_ct
+    from longllava.domains.medical.slices import ct_to_slices
+    from longllava.domains.remote_sensing.scene import open_scene
+    from longllava.domains.remote_sensing.tiling import tile_scene
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    records = []
+    total = spec.volumes + spec.scenes + spec.needles
+    bar = tqdm(total=total, desc=f"synthetic tasks ({out.name})", disable=not progress)
+    for v in range(spec.volumes):
+        count = int(rng.integers(0, spec.max_lesions + 1)) if v % 2 else int(rng.integers(1, spec.max_lesions + 1))
+        volume, lesions = make_ct_volume(rng, count, spec.ct_slices, spec.ct_size)
+        nifti = out / f"ct{v:04d}.nii.gz"
+        write_nifti(volume, nifti)
+        ct = load_ct(nifti)
+        slices = list(ct_to_slices(ct))
+        frames = [_save(s.image, out / f"ct{v:04d}_s{k}.png") for k, s in enumerate(slices)]
+        meta = {"layout": "stack", "file": str(nifti)}
+        qas = [(CT_PRESENCE_Q, "yes" if lesions else "no", "ct_presence"), (CT_COUNT_Q, str(len(lesions)), "ct_count")]
+        # frame numbers (1-based, in the loader's z-ascending order) read back from the loaded HU
+        lesion_frames = [k + 1 for k, s in enumerate(slices) if (ct.hu[s.index] >= 150).any()]
+        if len(lesions) == 1 and len(lesion_frames) == 1:
+            qas.append((CT_SLICE_Q, str(lesion_frames[0]), "ct_slice"))
+        records += _records(f"ct{v}", frames, qas, rng, spec.multi_turn, **meta)
+        bar.update()
+    for s in range(spec.scenes):
+        count = int(rng.integers(0, spec.max_ships + 1)) if s % 2 else 1
+        raster, ships = make_scene(rng, count, spec.scene_size)
+        tif = out / f"scene{s:04d}.tif"
+        write_geotiff(raster, tif)
+        with open_scene(tif) as scene:
+            grid = tile_scene(scene, tile=336)
+            thumb = _save(grid.thumbnail, out / f"scene{s:04d}_global.png")
+            tiles = [_save(t.image(), out / f"scene{s:04d}_r{t.row}c{t.col}.png") for t in grid.tiles]
+            meta = {"layout": "highres", "grid": [grid.rows, grid.cols], "file": str(tif)}
+        images = [thumb, *tiles]
+        qas = [(SCENE_PRESENCE_Q, "yes" if ships else "no", "scene_presence"), (SCENE_COUNT_Q, str(len(ships)), "scene_count")]
+        if len(ships) == 1:
+            row, col = ships[0][:2]
+            qas.append((SCENE_TILE_Q, f"row {row} column {col}", "scene_tile"))
+        records += _records(f"scene{s}", images, qas, rng, spec.multi_turn, **meta)
+        bar.update()
+    for n in range(spec.needles):
+        size = int(rng.integers(spec.needle_min, spec.needle_max + 1))
+        picks = rng.choice(len(haystack), size=size, replace=size > len(haystack))
+        sample = insert_needle([haystack[i] for i in picks], float(rng.random()), rng)
+        frames = [_save(img if isinstance(img, Image.Image) else Image.open(img), out / f"needle{n:04d}_{k}.png")
+                  for k, img in enumerate(sample.images)]
+        records += _records(f"needle{n}", frames, [(sample.question, sample.answer, "needle")], rng, False,
+                            layout="stack", needle_index=sample.needle_index, haystack_size=size)
+        bar.update()
+    bar.close()
+    return records
+
+
+def default_haystack(fixtures_dir, count: int = 48) -> list[Image.Image]:
+    """Haystack images for needles: real CT slices (TotalSegmentator example volume) and real
+    Landsat tiles (rasterio's RGB.byte.tif), both shipped with the repository's fixtures."""
+    from pathlib import Path
+
+    from longllava.domains.medical.ct import load_ct
+    from longllava.domains.medical.slices import ct_to_slices
+    from longllava.domains.remote_sensing.scene import open_scene
+    from longllava.domains.remote_sensing.tiling import tile_scene
+
+    fixtures = Path(fixtures_dir)
+    ct = load_ct(fixtures / "ct" / "example_ct.nii.gz")
+    images = [s.image for s in ct_to_slices(ct, num_slices=count // 2)]
+    with open_scene(fixtures / "scenes" / "RGB.byte.tif") as scene:
+        images += [t.image() for t in tile_scene(scene, tile=168).tiles[: count - len(images)]]
+    return images
