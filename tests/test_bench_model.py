@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -7,7 +8,9 @@ from longllava.cli import main
 from longllava.core.bench_model import (
     ModelBenchConfig,
     analytic_cache_bytes,
+    Row,
     build_variant,
+    check_targets,
     extrapolate_prefill_seconds,
     measured_cache_bytes,
     prefill_embeds,
@@ -15,6 +18,7 @@ from longllava.core.bench_model import (
     run_model_bench,
     variant_config,
     prompt_processor,
+    ratios,
 )
 from longllava.core.checkpoint import preset_config
 from longllava.errors import InputError
@@ -163,3 +167,25 @@ def test_resume_refuses_results_measured_with_other_settings(tmp_path, capsys):
     (tmp_path / "results.json").write_text("{}")
     assert main([*base, "--resume"]) == 2
     assert "is not a results file of this benchmark" in capsys.readouterr().err
+
+
+def test_targets_at_1000_images_say_what_their_ratios_rest_on():
+    def row(variant, prefill_s, peak, cache=None, extrapolated=None):
+        return Row(variant, 1000, 154037, 1.0, prefill_s, peak, None if extrapolated else 20.0, cache or {},
+                   {"kv": 0, "state": 0, "total": {"hybrid": 125, "attention": 1000}[variant]}, extrapolated=extrapolated)
+
+    measured = [row("hybrid", 30.0, 90, {"total": 125}), row("attention", 100.0, 100, {"total": 1000})]
+    results = {"preset": "tiny", "device": "cpu", "rows": [asdict(r) for r in measured], "ratios": ratios(measured)}
+    checks = check_targets(results)["checks"]
+    assert {k: c["met"] for k, c in checks.items()} == {"prefill_s": True, "peak_bytes": True, "cache_bytes": True}
+    assert checks["prefill_s"]["ratio"] == pytest.approx(0.3) and checks["cache_bytes"]["basis"] == "measured"
+
+    # attention stopped by --prefill-budget: its peak is a lower bound, so a ratio above 1 decides nothing
+    stopped = [row("hybrid", 30.0, 250), row("attention", 100.0, 100, extrapolated="budget")]
+    stopped[0].cache_bytes = {"total": 125}
+    results = {"preset": "tiny", "device": "cpu", "rows": [asdict(r) for r in stopped], "ratios": ratios(stopped)}
+    checks = check_targets(results)["checks"]
+    assert checks["peak_bytes"]["met"] is None and "upper bound" in checks["peak_bytes"]["basis"]
+    assert checks["prefill_s"]["met"] is True and "extrapolated" in checks["prefill_s"]["basis"]
+    assert checks["cache_bytes"]["ratio"] == pytest.approx(0.125) and "analytic" in checks["cache_bytes"]["basis"]
+    assert check_targets({**results, "device": "cuda"})["evaluated"] is False
