@@ -103,15 +103,13 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
     # ----- CT ---------------------------------------------------------------------------------
 
     def open_ct(session: Session, source, name: str, window, custom, rule, value, progress):
+        """Load and show the CT; the session takes it (and a new conversation) only if that works."""
         progress(0.3, desc="loading the CT")
         volume = load_ct(source)
-        session.replace("ct", volume)
-        session.replace("ct_chat", None)
-        session.data["ct_name"] = name
         progress(0.9, desc="rendering")
         z = volume.shape[0] // 2
         windows = _windows(window, custom)
-        return (
+        shown = (
             _volume_info(volume, name),
             gr.Image(value=_render(volume, z, windows), label=_slice_label(volume, z)),
             gr.Slider(minimum=0, maximum=volume.shape[0] - 1, value=z, step=1, interactive=True),
@@ -119,6 +117,9 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             [],
             [],
         )
+        session.replace("ct", volume)
+        session.replace("ct_chat", None)
+        return shown
 
     def selection_text(volume: CTVolume, windows, rule, value) -> str:
         chosen = ct_to_slices(volume, windows=windows, **_selection(rule, value))
@@ -129,28 +130,29 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
         )
 
     def load_ct_upload(files, window, custom, rule, value, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("load the CT"):
+        with shown_errors(store, "load the CT"):
             session = store.get(request.session_hash)
             progress(0.05, desc="checking the upload")
-            paths = accept_upload(files or [], session.folder / "ct", settings.max_upload_bytes)
-            source = paths[0] if len(paths) == 1 else paths
-            name = paths[0].name if len(paths) == 1 else f"{len(paths)} DICOM files"
-            return open_ct(session, source, name, window, custom, rule, value, progress)
+            with session.upload("ct") as folder:
+                paths = accept_upload(files or [], folder, settings.max_upload_bytes)
+                source = paths[0] if len(paths) == 1 else paths
+                name = paths[0].name if len(paths) == 1 else f"{len(paths)} DICOM files"
+                return open_ct(session, source, name, window, custom, rule, value, progress)
 
     def load_ct_example(window, custom, rule, value, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("load the example CT"):
+        with shown_errors(store, "load the example CT"):
             session = store.get(request.session_hash)
             return open_ct(session, EXAMPLE_CT, EXAMPLE_CT.name, window, custom, rule, value, progress)
 
     def show_slice(z, window, custom, request: gr.Request):
-        with shown_errors("show the slice"):
+        with shown_errors(store, "show the slice"):
             volume = _volume(store.get(request.session_hash))
             z = int(z)
             return gr.Image(value=_render(volume, z, _windows(window, custom)), label=_slice_label(volume, z))
 
     def ct_settings_changed(z, window, custom, rule, value, request: gr.Request):
         """New windows or slice selection: new images for the model, so a new conversation."""
-        with shown_errors("apply the settings"):
+        with shown_errors(store, "apply the settings"):
             session = store.get(request.session_hash)
             volume = _volume(session)
             windows = _windows(window, custom)
@@ -160,7 +162,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             return image, selection_text(volume, windows, rule, value), [], []
 
     def ask_ct(question, history, window, custom, rule, value, max_new_tokens, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("answer"):
+        with shown_errors(store, "answer"):
             session = store.get(request.session_hash)
             volume = _volume(session)
             if not (question or "").strip():
@@ -186,8 +188,8 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
 
     # ----- pathology --------------------------------------------------------------------------
 
-    def pathology_grid(session: Session, tile, max_tiles, progress):
-        image = session.data.get("pathology")
+    def pathology_grid(session: Session, image: Image.Image | None, name: str | None, tile, max_tiles, progress):
+        """Cut ``image`` into the grid; the session takes it (and a new conversation) only if that works."""
         if image is None:
             raise InputError("load an image first: upload a PNG, JPEG or TIFF, or use the example")
         if max_tiles is None:
@@ -200,11 +202,12 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             shown = image.resize((-(-width // plan.downsample), -(-height // plan.downsample)), Image.Resampling.LANCZOS)
         part = partition_highres(shown, tile)
         picture, boxes = mosaic(part.tiles, part.rows, part.cols)
+        session.replace("pathology", (image, name))
         session.replace("pathology_grid", (part, picture, boxes))
         session.replace("pathology_chat", None)
         images = part.rows * part.cols + 1
         info = (
-            f"**{session.data['pathology_name']}**: {width} × {height} px"
+            f"**{name}**: {width} × {height} px"
             + (f", read at 1/{plan.downsample} to fit {int(max_tiles)} sub-images" if plan.downsample > 1 else "")
             + f" → global view + {part.rows} × {part.cols} sub-images of {tile} px = {images} images "
             f"({images * tokens_per_image:,} image tokens). White is padding."
@@ -212,28 +215,27 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
         return draw_grid(picture, boxes), info, []
 
     def load_pathology_upload(file, tile, max_tiles, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("load the image"):
+        with shown_errors(store, "load the image"):
             session = store.get(request.session_hash)
             progress(0.05, desc="checking the upload")
-            path = accept_upload([file] if file else [], session.folder / "pathology", settings.max_upload_bytes)[0]
-            progress(0.2, desc="reading the image")
-            session.replace("pathology", load_large_image(path))
-            session.data["pathology_name"] = path.name
-            return pathology_grid(session, tile, max_tiles, progress)
+            with session.upload("pathology") as folder:
+                path = accept_upload([file] if file else [], folder, settings.max_upload_bytes)[0]
+                progress(0.2, desc="reading the image")
+                return pathology_grid(session, load_large_image(path), path.name, tile, max_tiles, progress)
 
     def load_pathology_example(tile, max_tiles, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("load the example image"):
+        with shown_errors(store, "load the example image"):
             session = store.get(request.session_hash)
-            session.replace("pathology", load_large_image(EXAMPLE_PATHOLOGY))
-            session.data["pathology_name"] = EXAMPLE_PATHOLOGY.name
-            return pathology_grid(session, tile, max_tiles, progress)
+            return pathology_grid(session, load_large_image(EXAMPLE_PATHOLOGY), EXAMPLE_PATHOLOGY.name, tile, max_tiles, progress)
 
     def pathology_settings_changed(tile, max_tiles, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("cut the sub-images"):
-            return pathology_grid(store.get(request.session_hash), tile, max_tiles, progress)
+        with shown_errors(store, "cut the sub-images"):
+            session = store.get(request.session_hash)
+            image, name = session.data.get("pathology", (None, None))
+            return pathology_grid(session, image, name, tile, max_tiles, progress)
 
     def ask_pathology(question, history, max_new_tokens, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("answer"):
+        with shown_errors(store, "answer"):
             session = store.get(request.session_hash)
             grid = session.data.get("pathology_grid")
             if grid is None:
@@ -276,15 +278,18 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                     ct_files = gr.File(label="CT: a NIfTI file (.nii / .nii.gz), a DICOM .zip, or several DICOM files",
                                        file_count="multiple", type="filepath", elem_id="ct-upload")
                     ct_example = gr.Button("Use the example CT (real, 112 slices)", size="sm", visible=EXAMPLE_CT.is_file())
+                    ct_load_status = gr.Markdown(elem_id="ct-load-status", elem_classes="status")
                     ct_info = gr.Markdown(elem_id="ct-info")
                     window = gr.Dropdown(WINDOW_CHOICES, value=RGB_WINDOWS, label="window (viewer and model)")
                     custom = gr.Textbox(label="custom window WIDTH/LEVEL in HU (for 'custom W/L')", placeholder="400/40")
                     with gr.Row():
                         rule = gr.Dropdown(list(SELECTION_RULES), value="at most N slices", label="slices sent to the model")
-                        rule_value = gr.Number(value=16, label="N, k or MM", minimum=0)
+                        rule_value = gr.Number(value=16, label="N, k or MM", minimum=0, elem_id="ct-rule-value")
                     selection = gr.Markdown(elem_id="ct-selection")
                 with gr.Column(scale=3):
-                    slice_view = gr.Image(label="slice", type="pil", format="png", interactive=False, height=VIEW_SIZE, elem_id="ct-slice")
+                    # png: lossless, so the viewer shows the windowed values as they are
+                    slice_view = gr.Image(label="slice", type="pil", format="png", interactive=False, height=VIEW_SIZE,
+                                          elem_id="ct-slice")
                     z_slider = gr.Slider(0, 1, value=0, step=1, label="slice (z index, inferior to superior)", interactive=False)
             with gr.Row():
                 with gr.Column(scale=3):
@@ -293,9 +298,10 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                         ct_question = gr.Textbox(label="question", placeholder="Is there a lesion in this CT? Answer yes or no.",
                                                  scale=4, elem_id="ct-question")
                         ct_ask = gr.Button("Ask", variant="primary", scale=1, elem_id="ct-ask")
+                    ct_ask_status = gr.Markdown(elem_id="ct-ask-status", elem_classes="status")
                     with gr.Row():
                         ct_clear = gr.Button("New conversation", size="sm")
-                        ct_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens")
+                        ct_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="ct-tokens")
                 with gr.Column(scale=2):
                     ct_used = gr.Dataframe(headers=["frame", "z index", "z (mm)"], label="slices the answer is based on",
                                            interactive=False, elem_id="ct-used")
@@ -305,6 +311,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                     path_file = gr.File(label="large image: PNG, JPEG or TIFF (tiled / pyramidal)", file_count="single",
                                         type="filepath", elem_id="pathology-upload")
                     path_example = gr.Button("Use the example image (IHC, colon)", size="sm", visible=EXAMPLE_PATHOLOGY.is_file())
+                    path_load_status = gr.Markdown(elem_id="pathology-load-status", elem_classes="status")
                     with gr.Row():
                         tile = gr.Radio([336, 168], value=336, label="sub-image size (px)")
                         max_tiles = gr.Number(value=16, precision=0, minimum=1, label="max sub-images")
@@ -313,9 +320,10 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                     with gr.Row():
                         path_question = gr.Textbox(label="question", scale=4, elem_id="pathology-question")
                         path_ask = gr.Button("Ask", variant="primary", scale=1, elem_id="pathology-ask")
+                    path_ask_status = gr.Markdown(elem_id="pathology-ask-status", elem_classes="status")
                     with gr.Row():
                         path_clear = gr.Button("New conversation", size="sm")
-                        path_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens")
+                        path_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="pathology-tokens")
                 with gr.Column(scale=3):
                     path_grid = gr.Image(label="sub-image grid (what the model sees)", type="pil", format="png", interactive=False,
                                          elem_id="pathology-grid")
@@ -323,28 +331,37 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
         # ----- wiring -------------------------------------------------------------------------
         ct_state = [window, custom, rule, rule_value]
         ct_loaded = [ct_info, slice_view, z_slider, selection, ct_chatbot, ct_used]
-        load = dict(concurrency_id="load", show_progress="full")
+        # progress and failure marks go on small status lines, so a failed load or question leaves
+        # what is shown (the loaded CT, the chat) in place; the message itself is a pop-up
+        load = dict(concurrency_id="load", show_progress_on=[ct_load_status])
+        # the upload box is emptied on each upload (the load has its files already): they move to
+        # the session folder or are refused, and a multi-file box would add the next upload to them
         ct_files.upload(load_ct_upload, [ct_files, *ct_state], ct_loaded, api_name="load_ct", **load)
+        ct_files.upload(lambda: None, None, ct_files, api_visibility="private", show_progress="hidden")
         ct_example.click(load_ct_example, ct_state, ct_loaded, api_name="load_example_ct", **load)
-        z_slider.input(show_slice, [z_slider, window, custom], slice_view, api_name="show_slice", show_progress="hidden")
-        changed = dict(fn=ct_settings_changed, inputs=[z_slider, *ct_state], outputs=[slice_view, selection, ct_chatbot, ct_used])
+        z_slider.input(show_slice, [z_slider, window, custom], slice_view, api_name="show_slice", show_progress_on=[ct_load_status])
+        changed = dict(fn=ct_settings_changed, inputs=[z_slider, *ct_state], outputs=[slice_view, selection, ct_chatbot, ct_used],
+                       show_progress_on=[ct_load_status])
         window.input(**changed, api_name="ct_settings")
         custom.submit(**changed, api_visibility="private")
         rule.input(**changed, api_visibility="private")
         rule_value.submit(**changed, api_visibility="private")
         ask = dict(fn=ask_ct, inputs=[ct_question, ct_chatbot, *ct_state, ct_tokens], outputs=[ct_chatbot, ct_used, ct_question],
-                   concurrency_id="model")
+                   concurrency_id="model", show_progress_on=[ct_ask_status])
         ct_ask.click(**ask, api_name="ask_ct")
         ct_question.submit(**ask, api_visibility="private")
         ct_clear.click(clear_ct_chat, None, [ct_chatbot, ct_used], api_visibility="private")
 
         path_loaded = [path_grid, path_info, path_chatbot]
+        load = dict(concurrency_id="load", show_progress_on=[path_load_status])
         path_file.upload(load_pathology_upload, [path_file, tile, max_tiles], path_loaded, api_name="load_pathology", **load)
+        path_file.upload(lambda: None, None, path_file, api_visibility="private", show_progress="hidden")
         path_example.click(load_pathology_example, [tile, max_tiles], path_loaded, api_name="load_example_pathology", **load)
-        tile.input(pathology_settings_changed, [tile, max_tiles], path_loaded, api_visibility="private")
-        max_tiles.submit(pathology_settings_changed, [tile, max_tiles], path_loaded, api_visibility="private")
+        tile.input(pathology_settings_changed, [tile, max_tiles], path_loaded, api_visibility="private", **load)
+        max_tiles.submit(pathology_settings_changed, [tile, max_tiles], path_loaded, api_visibility="private", **load)
         path_ask_event = dict(fn=ask_pathology, inputs=[path_question, path_chatbot, path_tokens],
-                              outputs=[path_chatbot, path_grid, path_question], concurrency_id="model")
+                              outputs=[path_chatbot, path_grid, path_question], concurrency_id="model",
+                              show_progress_on=[path_ask_status])
         path_ask.click(**path_ask_event, api_name="ask_pathology")
         path_question.submit(**path_ask_event, api_visibility="private")
         path_clear.click(clear_pathology_chat, None, [path_chatbot, path_grid], api_visibility="private")

@@ -23,7 +23,8 @@ def mosaic(tiles: Sequence[Image.Image], rows: int, cols: int, max_side: int = 1
         canvas.paste(tile, ((index % cols) * width, (index // cols) * height))
     scale = min(1.0, max_side / max(canvas.size))
     if scale < 1.0:
-        canvas = canvas.resize((max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale))), Image.Resampling.LANCZOS)
+        size = (max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale)))
+        canvas = canvas.resize(size, Image.Resampling.LANCZOS)
     boxes = {
         (r, c): (c * width * scale, r * height * scale, (c + 1) * width * scale, (r + 1) * height * scale)
         for r in range(rows)
@@ -32,7 +33,9 @@ def mosaic(tiles: Sequence[Image.Image], rows: int, cols: int, max_side: int = 1
     return canvas, boxes
 
 
-def window_boxes(windows: Mapping[Cell, tuple[int, int, int, int]], full_size: tuple[int, int], shown_size: tuple[int, int]) -> dict[Cell, Box]:
+def window_boxes(
+    windows: Mapping[Cell, tuple[int, int, int, int]], full_size: tuple[int, int], shown_size: tuple[int, int]
+) -> dict[Cell, Box]:
     """Cells' full-resolution pixel windows ``(col_off, row_off, width, height)`` -> boxes on a
     preview of ``shown_size`` of a scene of ``full_size`` (both (width, height))."""
     sx, sy = shown_size[0] / full_size[0], shown_size[1] / full_size[1]
@@ -40,8 +43,8 @@ def window_boxes(windows: Mapping[Cell, tuple[int, int, int, int]], full_size: t
 
 
 def draw_grid(image: Image.Image, boxes: Mapping[Cell, Box], highlight: Collection[Cell] = ()) -> Image.Image:
-    """A copy of ``image`` with every cell outlined and labelled ``r{row}c{col}``; highlighted cells
-    get a translucent fill and a thicker outline."""
+    """A copy of ``image`` with every cell outlined and labelled ``r{row}c{col}`` at its centre;
+    highlighted cells get a translucent fill and a thicker outline."""
     base = image.convert("RGBA")
     shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(shade)
@@ -53,8 +56,8 @@ def draw_grid(image: Image.Image, boxes: Mapping[Cell, Box], highlight: Collecti
             draw.rectangle(box, fill=(*HIGHLIGHT_COLOUR, 90), outline=(*HIGHLIGHT_COLOUR, 255), width=4)
         else:
             draw.rectangle(box, outline=(*GRID_COLOUR, 255), width=1)
-        label = f"r{row}c{col}"
-        left, top, right, bottom = draw.textbbox((box[0] + 3, box[1] + 2), label, font=font)
-        draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0, 150))
-        draw.text((box[0] + 3, box[1] + 2), label, font=font, fill=(255, 255, 255, 255))
+        label, centre = f"r{row}c{col}", ((x0 + x1) / 2, (y0 + y1) / 2)
+        left, top, right, bottom = draw.textbbox(centre, label, font=font, anchor="mm")
+        draw.rectangle([left - 3, top - 2, right + 3, bottom + 2], fill=(0, 0, 0, 150))
+        draw.text(centre, label, font=font, fill=(255, 255, 255, 255), anchor="mm")
     return Image.alpha_composite(base, shade).convert("RGB")

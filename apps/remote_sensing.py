@@ -74,17 +74,20 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
     store = sessions if sessions is not None else SessionStore("remote-sensing")
     tokens_per_image = llava.processor.image_seq_length
 
-    def open_grid(session: Session, tile, max_tiles, bands, progress):
-        path = session.data.get("scene_path")
+    def open_grid(session: Session, path: Path | None, name: str | None, tile, max_tiles, bands, progress):
+        """Open and tile the scene at ``path``; the session takes it (and a new conversation) only if that works."""
         if path is None:
             raise InputError("load a scene first: upload a GeoTIFF, or use the example Landsat scene")
         if max_tiles is None:
             raise InputError("give the maximum number of tiles")
-        session.data.pop("grid", None)  # its scene is about to be closed
         progress(0.2, desc="opening the scene")
-        session.replace("scene", open_scene(path, bands=_bands(bands)))
-        progress(0.5, desc="tiling")
-        grid = tile_scene(session.data["scene"], tile=int(tile), max_tiles=int(max_tiles))
+        scene = open_scene(path, bands=_bands(bands))
+        try:
+            progress(0.5, desc="tiling")
+            grid = tile_scene(scene, tile=int(tile), max_tiles=int(max_tiles))
+        except BaseException:
+            scene.close()
+            raise
         thumbnail = grid.thumbnail
         cells = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
         boxes = window_boxes(
@@ -92,34 +95,36 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
             (grid.scene.width, grid.scene.height),
             thumbnail.size,
         )
-        session.data["grid"] = (grid, thumbnail, boxes)
-        session.replace("scene_chat", None)
         progress(0.8, desc="writing the GeoJSON")
-        geojson = session.folder / f"{Path(session.data['scene_name']).stem}_grid.geojson"
+        geojson = session.folder / f"{Path(name).stem}_grid.geojson"
         geojson.write_text(json.dumps(grid.to_geojson()))
-        info = _grid_info(grid, session.data["scene_name"], tokens_per_image)
+        session.replace("scene", scene)
+        session.data.update(scene_path=path, scene_name=name, grid=(grid, thumbnail, boxes))
+        session.replace("scene_chat", None)
+        info = _grid_info(grid, name, tokens_per_image)
         return draw_grid(thumbnail, boxes), info, _tile_rows(grid, cells), str(geojson), [], []
 
     def load_upload(file, tile, max_tiles, bands, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("load the scene"):
+        with shown_errors(store, "load the scene"):
             session = store.get(request.session_hash)
             progress(0.05, desc="checking the upload")
-            path = accept_upload([file] if file else [], session.folder / "scene", settings.max_upload_bytes)[0]
-            session.data.update(scene_path=path, scene_name=path.name)
-            return open_grid(session, tile, max_tiles, bands, progress)
+            with session.upload("scene") as folder:
+                path = accept_upload([file] if file else [], folder, settings.max_upload_bytes)[0]
+                return open_grid(session, path, path.name, tile, max_tiles, bands, progress)
 
     def load_example(tile, max_tiles, bands, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("load the example scene"):
+        with shown_errors(store, "load the example scene"):
             session = store.get(request.session_hash)
-            session.data.update(scene_path=EXAMPLE_SCENE, scene_name=EXAMPLE_SCENE.name)
-            return open_grid(session, tile, max_tiles, bands, progress)
+            return open_grid(session, EXAMPLE_SCENE, EXAMPLE_SCENE.name, tile, max_tiles, bands, progress)
 
     def settings_changed(tile, max_tiles, bands, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("tile the scene"):
-            return open_grid(store.get(request.session_hash), tile, max_tiles, bands, progress)
+        with shown_errors(store, "tile the scene"):
+            session = store.get(request.session_hash)
+            path, name = session.data.get("scene_path"), session.data.get("scene_name")
+            return open_grid(session, path, name, tile, max_tiles, bands, progress)
 
     def ask(question, history, max_new_tokens, request: gr.Request, progress=gr.Progress()):
-        with shown_errors("answer"):
+        with shown_errors(store, "answer"):
             session = store.get(request.session_hash)
             if "grid" not in session.data:
                 raise InputError("load a scene first: upload a GeoTIFF, or use the example Landsat scene")
@@ -166,19 +171,22 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
                 scene_file = gr.File(label="scene: GeoTIFF / COG (or any GDAL raster)", file_count="single",
                                      type="filepath", elem_id="scene-upload")
                 example = gr.Button("Use the example Landsat scene", size="sm", visible=EXAMPLE_SCENE.is_file())
+                load_status = gr.Markdown(elem_id="scene-load-status", elem_classes="status")
                 with gr.Row():
                     tile = gr.Dropdown([168, 336, 512], value=336, label="tile size (px)")
-                    max_tiles = gr.Number(value=16, precision=0, minimum=1, label="max tiles")
+                    max_tiles = gr.Number(value=16, precision=0, minimum=1, label="max tiles", elem_id="scene-max-tiles")
                     bands = gr.Textbox(label="bands as R,G,B", placeholder="auto, or e.g. 4,3,2")
                 info = gr.Markdown(elem_id="scene-info")
                 chatbot = gr.Chatbot(label="questions and answers", height=300, elem_id="scene-chat")
                 with gr.Row():
-                    question = gr.Textbox(label="question", placeholder="Which tile contains the ship? Answer with the row and column.",
+                    question = gr.Textbox(label="question",
+                                          placeholder="Which tile contains the ship? Answer with the row and column.",
                                           scale=4, elem_id="scene-question")
                     ask_button = gr.Button("Ask", variant="primary", scale=1, elem_id="scene-ask")
+                ask_status = gr.Markdown(elem_id="scene-ask-status", elem_classes="status")
                 with gr.Row():
                     clear = gr.Button("New conversation", size="sm")
-                    tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens")
+                    tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="scene-tokens")
             with gr.Column(scale=3):
                 grid_view = gr.Image(label="tile grid (row/column labels as the answers use them)", type="pil",
                                      format="png", interactive=False, elem_id="scene-grid")
@@ -190,13 +198,19 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
 
         controls = [tile, max_tiles, bands]
         loaded = [grid_view, info, tile_table, geojson, chatbot, named_table]
-        scene_file.upload(load_upload, [scene_file, *controls], loaded, api_name="load_scene", concurrency_id="load")
-        example.click(load_example, controls, loaded, api_name="load_example_scene", concurrency_id="load")
-        tile.input(settings_changed, controls, loaded, api_name="retile", concurrency_id="load")
-        max_tiles.submit(settings_changed, controls, loaded, api_visibility="private", concurrency_id="load")
-        bands.submit(settings_changed, controls, loaded, api_visibility="private", concurrency_id="load")
+        # the upload box is emptied on each upload (the load has the file already): it moves to the
+        # session folder or is refused
+        # progress and failure marks go on small status lines, so a failed load or question leaves
+        # what is shown (the loaded scene, the chat) in place; the message itself is a pop-up
+        load = dict(concurrency_id="load", show_progress_on=[load_status])
+        scene_file.upload(load_upload, [scene_file, *controls], loaded, api_name="load_scene", **load)
+        scene_file.upload(lambda: None, None, scene_file, api_visibility="private", show_progress="hidden")
+        example.click(load_example, controls, loaded, api_name="load_example_scene", **load)
+        tile.input(settings_changed, controls, loaded, api_name="retile", **load)
+        max_tiles.submit(settings_changed, controls, loaded, api_visibility="private", **load)
+        bands.submit(settings_changed, controls, loaded, api_visibility="private", **load)
         asked = dict(fn=ask, inputs=[question, chatbot, tokens], outputs=[chatbot, grid_view, named_table, question],
-                     concurrency_id="model")
+                     concurrency_id="model", show_progress_on=[ask_status])
         ask_button.click(**asked, api_name="ask")
         question.submit(**asked, api_visibility="private")
         clear.click(clear_chat, None, [chatbot, grid_view, named_table], api_visibility="private")

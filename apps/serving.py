@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import gradio as gr
 
+from longllava.apps.sessions import SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.errors import InputError
 
@@ -23,19 +24,21 @@ CACHE_CLEANUP = (600, 3600)
 
 
 @contextmanager
-def shown_errors(action: str) -> Iterator[None]:
+def shown_errors(sessions: SessionStore, action: str) -> Iterator[None]:
     """Turn failures into a message in the page (``gr.Error``), never a stack trace: loader
-    errors as they are worded, anything else named and logged on the server."""
+    errors as they are worded (server folders left out), anything else named and logged."""
     try:
         yield
     except gr.Error:
         raise
     except InputError as error:
-        log.info("%s: %s", action, error)
-        raise gr.Error(str(error), title=f"Cannot {action}", print_exception=False) from None
+        message = sessions.strip_paths(str(error))
+        log.info("cannot %s: %s", action, message)
+        raise gr.Error(message, title=f"Cannot {action}", print_exception=False) from None
     except Exception as error:
-        log.exception("%s failed", action)
-        raise gr.Error(f"{type(error).__name__}: {error}", title=f"Cannot {action}", print_exception=False) from None
+        log.exception("cannot %s", action)
+        message = sessions.strip_paths(f"{type(error).__name__}: {error}")
+        raise gr.Error(message, title=f"Cannot {action}", print_exception=False) from None
 
 
 def launch(app: gr.Blocks, settings: DemoSettings, *, block: bool = True) -> str:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import re
 import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,22 @@ class Session:
     key: str
     folder: Path
     data: dict[str, Any] = field(default_factory=dict)
+    _uploads: Iterator[int] = field(default_factory=itertools.count, repr=False)
+
+    @contextmanager
+    def upload(self, kind: str) -> Iterator[Path]:
+        """A new folder for one upload of ``kind`` (``ct``, ``scene``...). If the block succeeds the
+        earlier uploads of that kind are removed; if it fails this one is, and what was loaded
+        before stays usable."""
+        folder = self.folder / f"{kind}-{next(self._uploads):04d}"
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        for earlier in self.folder.glob(f"{kind}-*"):
+            if earlier != folder:
+                shutil.rmtree(earlier, ignore_errors=True)
 
     def replace(self, name: str, value: Any) -> None:
         """Set ``data[name]``, closing what it held before (an open scene)."""
@@ -52,6 +71,7 @@ class SessionStore:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
         self._numbers = itertools.count()
+        self._folders = re.compile(re.escape(str(self.root)) + r"/session-\d+/(?:[^/\s:]+/)*")
         atexit.register(self.close_all)
 
     def get(self, key: str) -> Session:
@@ -81,6 +101,11 @@ class SessionStore:
         for session in sessions:
             session.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def strip_paths(self, text: str) -> str:
+        """``text`` with the server's session folders left out of file paths (``.../scan.zip`` ->
+        ``scan.zip``): messages name the user's files, not where the server keeps them."""
+        return self._folders.sub("", text)
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -45,8 +45,8 @@ def check_upload_size(paths: Sequence[Path], max_bytes: int) -> None:
 
 
 def accept_upload(paths: Sequence[str | PathLike[str]], folder: Path, max_bytes: int) -> list[Path]:
-    """Check the upload against the limit, then move it into ``folder`` (emptied first: a new
-    upload replaces the previous one). Returns the files' new paths, original names kept."""
+    """Check the upload against the limit, then move it into ``folder`` (emptied first). Returns
+    the files' new paths, original names kept."""
     sources = [Path(p) for p in paths]
     if not sources:
         raise InputError("no file was uploaded; choose a file first")

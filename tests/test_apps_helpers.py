@@ -1,5 +1,6 @@
 """The demos' non-UI helpers: uploads, sessions, grid drawing, answers, multi-turn chat, CLI."""
 
+import time
 import zipfile
 
 import numpy as np
@@ -92,6 +93,18 @@ def test_session_store_removes_folders_and_closes_data():
         store.get("a")  # "b" is now the least recently used
         c = store.get("c")
         assert not b.folder.exists() and a.folder.exists() and c.folder.exists() and len(store) == 2
+        with c.upload("ct") as first_upload:
+            (first_upload / "scan.zip").parent.mkdir()
+            (first_upload / "scan.zip").write_bytes(b"1")
+        with pytest.raises(InputError), c.upload("ct") as failed_upload:
+            failed_upload.mkdir()
+            raise InputError("a bad file")
+        assert first_upload.is_dir() and not failed_upload.exists()  # a failed upload leaves the earlier one
+        with c.upload("ct") as second_upload:
+            second_upload.mkdir()
+        assert second_upload.is_dir() and not first_upload.exists()  # a successful one replaces it
+        message = f"{c.folder}/ct/scan.zip: zip entry '../x' rejected; also {c.folder}/grid.geojson and /etc/hosts"
+        assert store.strip_paths(message) == "scan.zip: zip entry '../x' rejected; also grid.geojson and /etc/hosts"
     finally:
         store.close_all()
     assert not store.root.exists()
@@ -109,9 +122,10 @@ def test_mosaic_puts_tiles_back_and_draw_grid_highlights_named_cells():
         assert tuple(pixels[int((y0 + y1) / 2), int((x0 + x1) / 2)]) == colour
     plain = np.asarray(draw_grid(picture, boxes)).astype(int)
     marked = np.asarray(draw_grid(picture, boxes, highlight=[(1, 0)])).astype(int)
-    assert (marked[75, 25] != plain[75, 25]).any()  # centre of r1c0 tinted
-    assert np.abs(marked[75, 25] - np.asarray(HIGHLIGHT_COLOUR)).sum() < np.abs(plain[75, 25] - np.asarray(HIGHLIGHT_COLOUR)).sum()
-    assert (marked[25, 75] == plain[25, 75]).all()  # centre of r0c1 untouched
+    assert (marked[92, 8] != plain[92, 8]).any()  # inside r1c0, away from its label and outline: tinted
+    assert np.abs(marked[92, 8] - np.asarray(HIGHLIGHT_COLOUR)).sum() < np.abs(plain[92, 8] - np.asarray(HIGHLIGHT_COLOUR)).sum()
+    assert (marked[42, 58] == plain[42, 58]).all()  # inside r0c1: untouched
+    assert (plain[42, 58] == colours[1]).all() and (plain[25, 75] != colours[1]).any()  # labels at the centres
     assert window_boxes({(0, 1): (600, 0, 200, 336)}, (800, 600), (400, 300)) == {(0, 1): (300.0, 0.0, 400.0, 168.0)}
 
 
@@ -139,7 +153,8 @@ def test_demo_cli_defaults_and_validation(capsys):
     args = build_parser().parse_args(["demo", "medical"])
     settings = settings_from_args(args)
     assert (args.app, args.model) == ("medical", "default")
-    assert (settings.host, settings.port, settings.max_upload_mb, settings.concurrency, settings.share) == ("127.0.0.1", None, 2048, 1, False)
+    assert (settings.host, settings.port, settings.max_upload_mb, settings.concurrency, settings.share) == (
+        "127.0.0.1", None, 2048, 1, False)
     assert settings.max_upload_bytes == 2048 * MB
     args = build_parser().parse_args(["demo", "remote-sensing", "--model", "tiny-random", "--port", "7999",
                                       "--max-upload-mb", "1.5", "--concurrency", "3", "--share", "--host", "0.0.0.0"])
@@ -150,3 +165,37 @@ def test_demo_cli_defaults_and_validation(capsys):
     assert "--concurrency must be at least 1, got 0" in capsys.readouterr().err
     assert main(["demo", "remote-sensing", "--model", "tiny-random", "--max-upload-mb", "0"]) == 2
     assert "--max-upload-mb must be > 0" in capsys.readouterr().err
+
+
+def test_demo_command_serves_until_closed():
+    import socket
+    import threading
+    import urllib.request
+
+    import gradio as gr
+    from gradio_client import Client
+
+    from longllava.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = {}
+    argv = ["demo", "remote-sensing", "--model", "tiny-random", "--port", str(port), "--max-upload-mb", "3"]
+    thread = threading.Thread(target=lambda: result.update(code=main(argv)), daemon=True)
+    thread.start()
+    url, deadline, page = f"http://127.0.0.1:{port}/", time.monotonic() + 60, ""
+    while time.monotonic() < deadline and not page:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                page = response.read().decode()
+        except OSError:
+            time.sleep(0.3)
+    try:
+        assert page.startswith("<!doctype html>")
+        config = Client(url, verbose=False).config
+        assert (config["title"], config["max_file_size"]) == ("LongLLaVA: large scenes", 3 * MB)
+    finally:
+        gr.close_all()
+    thread.join(timeout=20)
+    assert result == {"code": 0}
