@@ -255,6 +255,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             footnote += "" if first else ", sent with the first question"
             if named:
                 footnote += "; names " + ", ".join(f"r{r}c{c}" for r, c in named) + " (highlighted)"
+            footnote += f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s"
             messages = [*(history or []), {"role": "user", "content": question}, _assistant_message(answer.text, footnote)]
             return messages, draw_grid(picture, boxes, highlight=named), ""
 
