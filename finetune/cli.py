@@ -25,6 +25,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
     parser.add_argument("--max-length", type=int, help="override the recipe's max sequence length")
     parser.add_argument("--save-steps", type=int, default=50)
+    parser.add_argument("--logging-steps", type=int, default=5)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--skip-bad", action="store_true", help="collect malformed records into a report instead of failing")
     parser.add_argument("--num-workers", type=int, default=0, help="dataloader workers (images are decoded there)")
@@ -64,6 +65,7 @@ def _finetune(args: argparse.Namespace) -> int:
     options = TrainOptions(
         recipe=recipe, model=args.model or "tiny-random", out=args.out, max_steps=args.max_steps, resume=args.resume,
         lora=args.lora, merge=args.merge, deepspeed=args.deepspeed, save_steps=args.save_steps,
+        logging_steps=args.logging_steps,
         num_workers=args.num_workers, tensorboard=args.tensorboard, learning_rate=args.lr,
     )
     print(json.dumps(train(options, records), indent=2))

@@ -20,6 +20,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from longllava.core.checkpoint import load_model, save_model
+from longllava.core.modeling import LongLlavaForConditionalGeneration
 from longllava.core.processor import LongLlavaProcessor
 from longllava.core.records import Record
 from longllava.errors import InputError
@@ -150,6 +151,16 @@ class LongLlavaTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         return LengthGroupedSampler(self.lengths, self.args.per_device_train_batch_size, seed=self.sampler_seed)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers writes MoE experts per expert and fuses them back only in `from_pretrained`;
+        # the Trainer's own loader is a non-strict `load_state_dict` that would silently skip them
+        # (and so resume with the experts of the initial model).
+        model = self.model if model is None else model
+        if not isinstance(model, LongLlavaForConditionalGeneration):  # LoRA: adapters only, stock path
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = LongLlavaForConditionalGeneration.from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
 
     def _save(self, output_dir=None, state_dict=None):
         # Under ZeRO-3 every rank takes part in gathering the weights (done by the caller), but only
