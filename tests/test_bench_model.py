@@ -24,6 +24,15 @@ from longllava.core.checkpoint import preset_config
 from longllava.errors import InputError
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Two OpenMP threads stall badly when the 2 cores are shared; restore the setting afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def expected_cache_bytes(text, attention_layers: int, tokens: int, dtype_bytes: int) -> int:
     """Independent of the module: K and V per attention layer and token; conv window (batch, inner,
     d_conv) + SSM state (batch, inner, d_state) per Mamba layer."""
