@@ -11,9 +11,10 @@ right for one-shot prefill and single-token decoding, and wrong for
 * LoRA on ``dt_proj``: the parent multiplies by ``dt_proj.weight`` instead of calling the module,
   which silently skips the adapter.
 
-``StatefulMambaMixer`` handles those two cases with the pure-torch scan (mambapy's parallel scan,
-or the sequential fallback) and defers to the parent (which picks the mamba-ssm CUDA kernels when
-installed) in every other case. Both fixes are exact rewrites of the recurrence
+``StatefulMambaMixer`` handles those cases with the pure-torch scan (mambapy's parallel scan, or
+the sequential fallback), computed in float32 whatever the weights' dtype (transformers' own
+pure-torch path fails in bfloat16), and defers to the parent only where the parent runs the
+mamba-ssm / causal-conv1d CUDA kernels on a plain full-sequence forward. Both fixes are exact rewrites of the recurrence
 ``h_t = dA_t * h_{t-1} + dBx_t``: an initial state enters as ``dBx_0 += dA_0 * h0`` and a sample
 boundary at t sets ``dA_t = 0``.
 """
@@ -28,7 +29,11 @@ from transformers.models.jamba.modeling_jamba import (
     JambaMambaMixer,
     apply_mask_to_padding_states,
 )
-from transformers.utils.import_utils import is_mambapy_available
+from transformers.utils.import_utils import (
+    is_causal_conv1d_available,
+    is_mamba_ssm_available,
+    is_mambapy_available,
+)
 
 
 def _sequential_scan(dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
@@ -61,7 +66,8 @@ class StatefulMambaMixer(JambaMambaMixer):
         # transformers' mixer reads `dt_proj.weight` directly, which would bypass an adapter (LoRA)
         # wrapped around dt_proj; such layers always take the path below, which calls the module.
         adapted = type(self.dt_proj) is not torch.nn.Linear
-        if not continuing and resets is None and not adapted:
+        kernels = hidden_states.is_cuda and is_mamba_ssm_available() and is_causal_conv1d_available()
+        if kernels and not continuing and resets is None and not adapted:
             return super().forward(hidden_states, cache=cache, attention_mask=attention_mask)
         if continuing and resets is not None:
             raise ValueError("packed samples (position_ids restarting at 0) cannot continue a cached state")
