@@ -74,42 +74,27 @@ class LongLlavaConfig(PretrainedConfig):
         return grid * grid if self.pooling == "none" else (grid // 2) * (grid // 2)
 
 
+# The hybrid layout shared by every preset: attention at layer 4 of each 8 (1:7), MoE on odd layers.
+_HYBRID_LAYOUT = dict(
+    attn_layer_period=8, attn_layer_offset=4, expert_layer_period=2, expert_layer_offset=1,
+    mamba_d_state=16, mamba_d_conv=4, mamba_expand=2, max_position_embeddings=262144,
+    pad_token_id=0, bos_token_id=1, eos_token_id=2, use_mambapy=True,
+)
+
+
 def _released_text_config(num_experts: int, vocab_size: int = 65536) -> JambaConfig:
     return JambaConfig(
-        vocab_size=vocab_size,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        attn_layer_period=8,
-        attn_layer_offset=4,
-        expert_layer_period=2,
-        expert_layer_offset=1,
-        num_experts=num_experts,
-        num_experts_per_tok=2 if num_experts > 1 else 1,
-        mamba_d_state=16,
-        mamba_d_conv=4,
-        mamba_expand=2,
-        mamba_dt_rank=256,
-        max_position_embeddings=262144,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        use_mambapy=True,
+        vocab_size=vocab_size, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, num_experts=num_experts,
+        num_experts_per_tok=2 if num_experts > 1 else 1, mamba_dt_rank=256, **_HYBRID_LAYOUT,
     )
 
 
-def _clip_vit_l14_336() -> CLIPVisionConfig:
+def _clip_vision(hidden: int, intermediate: int, layers: int, heads: int, projection: int) -> CLIPVisionConfig:
+    """A CLIP ViT with the released models' input geometry: 336 px in 14 px patches (24 x 24)."""
     return CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-        hidden_act="quick_gelu",
+        hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers, num_attention_heads=heads,
+        image_size=336, patch_size=14, projection_dim=projection, hidden_act="quick_gelu",
     )
 
 
@@ -117,44 +102,20 @@ def tiny_config(vocab_size: int) -> LongLlavaConfig:
     """Same architecture as the released models at toy widths: 8 layers (attention at layer 4, Mamba
     elsewhere), MoE with 4 experts top-2 on odd layers, CLIP with the real 24x24 patch grid."""
     text = JambaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=8,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attn_layer_period=8,
-        attn_layer_offset=4,
-        expert_layer_period=2,
-        expert_layer_offset=1,
-        num_experts=4,
-        num_experts_per_tok=2,
-        mamba_d_state=16,
-        mamba_d_conv=4,
-        mamba_expand=2,
-        mamba_dt_rank=8,
-        max_position_embeddings=262144,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        use_mambapy=True,
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
+        num_attention_heads=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+        mamba_dt_rank=8, **_HYBRID_LAYOUT,
     )
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=336,
-        patch_size=14,
-        projection_dim=32,
-        hidden_act="quick_gelu",
-    )
+    vision = _clip_vision(hidden=32, intermediate=64, layers=2, heads=2, projection=32)
     return LongLlavaConfig(vision_config=vision, text_config=text, image_encode_batch_size=32)
 
 
 def released_config(name: str) -> LongLlavaConfig:
     experts = {"longllava-9b": 1, "longllava-a13b": 16}[name]
-    return LongLlavaConfig(vision_config=_clip_vit_l14_336(), text_config=_released_text_config(experts))
+    return LongLlavaConfig(
+        vision_config=_clip_vision(hidden=1024, intermediate=4096, layers=24, heads=16, projection=768),
+        text_config=_released_text_config(experts),
+    )
 
 
 PRESETS = ("tiny-random", "longllava-9b", "longllava-a13b")

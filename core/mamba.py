@@ -21,6 +21,8 @@ boundary at t sets ``dA_t = 0``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from transformers.models.jamba import modeling_jamba
@@ -137,6 +139,27 @@ class PackingAwareMambaDecoderLayer(JambaMambaDecoderLayer):
         hidden_states = residual + hidden_states
         residual = hidden_states
         return residual + self.feed_forward(self.pre_ff_layernorm(hidden_states))
+
+
+def init_time_steps(language_model: modeling_jamba.JambaForCausalLM, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
+    """Mamba's own initialisation of the time-step projection, which transformers' Jamba init skips.
+
+    ``dt = softplus(dt_proj(.) + bias)`` sets how fast each channel forgets. With a default Linear
+    init, dt is ~0.7 and a state decays by ``exp(-0.7 * n)`` per token for n = 1..16: the Mamba
+    layers of a fresh model remember one or two tokens, and a model trained from scratch has to
+    unlearn that first. Mamba draws dt log-uniformly in [dt_min, dt_max] (bias = softplus^-1(dt)) and
+    the weight uniformly in +-dt_rank^-0.5. Only matters for models trained from scratch; loaded
+    checkpoints overwrite it."""
+    for layer in language_model.model.layers:
+        mixer = getattr(layer, "mamba", None)
+        if mixer is None or mixer.dt_proj.weight.is_meta:
+            continue
+        with torch.no_grad():
+            bound = mixer.time_step_rank ** -0.5
+            mixer.dt_proj.weight.uniform_(-bound, bound)
+            u = torch.rand(mixer.intermediate_size)
+            dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
+            mixer.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
 
 
 def make_stateful(language_model: modeling_jamba.JambaForCausalLM) -> None:

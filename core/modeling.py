@@ -21,7 +21,7 @@ from transformers import (
 from transformers.activations import ACT2FN
 
 from longllava.core.configuration import LongLlavaConfig
-from longllava.core.mamba import make_stateful
+from longllava.core.mamba import init_time_steps, make_stateful
 from longllava.errors import InputError
 
 
@@ -78,6 +78,7 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
         self.language_model = JambaForCausalLM(config.text_config)
         make_stateful(self.language_model)
         self.post_init()
+        init_time_steps(self.language_model)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -189,6 +190,7 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
                 cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                output_router_logits=False,  # no load-balancing loss at inference, whatever training set
             )
         return cache, out.logits[:, -1]
 
@@ -219,7 +221,8 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
                 break
             attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
             logits = self.language_model(
-                input_ids=token[:, None], attention_mask=attention_mask, cache=cache, use_cache=True
+                input_ids=token[:, None], attention_mask=attention_mask, cache=cache, use_cache=True,
+                output_router_logits=False,
             ).logits[:, -1]
         if not generated:
             return input_ids.new_zeros((input_ids.shape[0], 0))

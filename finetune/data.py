@@ -109,8 +109,13 @@ class PackedDataset(Dataset):
 
 
 class LengthGroupedSampler(Sampler[int]):
-    """Shuffles, then sorts within mega-batches of ``batch_size * mega`` rows by length (longest
-    first), so batches hold similar lengths with little padding."""
+    """Batches of similar length, in random order.
+
+    Shuffle; cut into mega-batches of ``batch_size * mega`` rows; sort each by length and cut it into
+    batches (little padding); then shuffle the batches. Without that last shuffle, consecutive steps
+    would walk a mega-batch from its longest to its shortest rows, and when length correlates with
+    the task (it usually does) the model would see one task for dozens of steps, then the next.
+    Deterministic per (seed, epoch), so a resumed run sees the same order."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega: int = 50):
         self.lengths = list(lengths)
@@ -130,8 +135,10 @@ class LengthGroupedSampler(Sampler[int]):
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         size = self.batch_size * self.mega
         for start in range(0, len(order), size):
-            block = order[start : start + size]
-            yield from sorted(block, key=lambda i: -self.lengths[i])
+            block = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+            batches = [block[i : i + self.batch_size] for i in range(0, len(block), self.batch_size)]
+            for b in torch.randperm(len(batches), generator=generator).tolist():
+                yield from batches[b]
 
 
 def make_collate(pad_token_id: int):

@@ -101,7 +101,8 @@ RECIPES: dict[str, Recipe] = {
         "synthetic-default",
         "The embedded default model: a tiny LongLLaVA trained from scratch on synthetic CT-like "
         "volumes, scenes and needles (a synthetic-task model, not a medical or RS model).",
-        trainable="language_model+projector", learning_rate=3e-3, warmup_ratio=0.03, weight_decay=0.0, batch_size=2,
+        trainable="language_model+projector", learning_rate=3e-3, lr_scheduler="constant_with_warmup",
+        warmup_ratio=0.03, weight_decay=0.0, batch_size=4,
         max_length=8192, packing=False, data_format="synthetic", init_from="tiny-random",
         gradient_checkpointing=False, seed=0,
     ),

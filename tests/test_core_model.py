@@ -212,3 +212,12 @@ def test_bfloat16_runs_on_the_pure_torch_path():
         half = model.to(torch.bfloat16)(input_ids=ids).logits
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half.float(), full, atol=0.15, rtol=0.05)
+
+
+def test_generation_ignores_the_training_router_loss_setting():
+    """Training switches on MoE router logits (load-balancing loss); generation must not compute it."""
+    model, _ = build_preset("tiny-random")
+    model.language_model.config.output_router_logits = True
+    ids = torch.randint(5, 1000, (2, 30))
+    tokens = model.greedy_generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3)
+    assert tokens.shape == (2, 3)

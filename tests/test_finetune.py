@@ -167,10 +167,17 @@ def test_collate_pads_as_a_separate_segment_and_sampler_groups_lengths():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 1]]
-    sampler = LengthGroupedSampler([1, 50, 2, 49, 3, 48], batch_size=2, seed=0, mega=3)
+    lengths = [1, 50, 2, 49, 3, 48, 10, 11]
+    sampler = LengthGroupedSampler(lengths, batch_size=2, seed=0, mega=4)
     order = list(sampler)
-    assert sorted(order) == list(range(6)) and order == list(sampler)  # deterministic per epoch
-    assert [1, 50, 2, 49, 3, 48][order[0]] == 50
+    assert sorted(order) == list(range(8)) and order == list(sampler)  # deterministic per epoch
+    batches = [sorted(lengths[i] for i in order[k : k + 2]) for k in range(0, 8, 2)]
+    assert sorted(batches) == [[1, 2], [3, 10], [11, 48], [49, 50]]  # similar lengths batched together
+    orders = set()
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        orders.add(tuple(map(tuple, ([sorted(lengths[i] for i in list(sampler)[k : k + 2]) for k in range(0, 8, 2)]))))
+    assert len(orders) > 1  # batch order is shuffled, not longest-first every time
 
 
 def test_replay_mix_draws_the_configured_shares():
@@ -293,22 +300,26 @@ def test_two_process_cpu_deepspeed_zero3_run_completes_with_an_idle_expert(tmp_p
 
 @pytest.mark.slow
 def test_synthetic_default_reduced_build_learns(tmp_path):
-    """The default model's recipe at a fraction of its size: loss falls and held-out accuracy beats
-    uniform guessing (the full build's targets are checked by `longllava finetune --recipe
-    synthetic-default`, whose report lists them)."""
+    """The default model's recipe at a fraction of its size. It asserts learning, not the full
+    build's targets (those are reported by `longllava finetune --recipe synthetic-default`): the loss
+    falls, and on held-out presence questions the trained model beats both the untrained one (which
+    answers garbage) and coin flipping."""
     from longllava.finetune.default_model import build_default_model
     from longllava.finetune.synthetic import SyntheticSpec
 
-    spec = SyntheticSpec(volumes=16, scenes=16, needles=32, multi_turn=True, seed=3)
-    heldout = SyntheticSpec(volumes=6, scenes=6, needles=12, seed=77)
-    report = build_default_model(tmp_path / "default", spec=spec, heldout=heldout, epochs=2, progress=False)
+    spec = SyntheticSpec(volumes=16, scenes=16, needles=16, multi_turn=True, seed=3)
+    heldout = SyntheticSpec(volumes=8, scenes=8, needles=4, seed=77)
+    report = build_default_model(tmp_path / "default", spec=spec, heldout=heldout, epochs=3, progress=False)
     log = [json.loads(l) for l in (tmp_path / "default" / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
     assert losses[-1] < 0.6 * losses[0]
-    chance = {"ct_presence": 1 / 2, "scene_presence": 1 / 2, "ct_count": 1 / 4, "scene_count": 1 / 4,
-              "ct_slice": 1 / 4, "scene_tile": 1 / 4, "needle": 1 / 4}
-    per_type = {k[len("type/"):]: v for k, v in report["heldout"].items() if k.startswith("type/")}
-    expected = sum(chance[t] for t in per_type) / len(per_type)
-    assert sum(per_type.values()) / len(per_type) > expected
-    assert (tmp_path / "default" / "final" / "config.json").is_file()
+    assert report["heldout"]["group/presence"] > 0.5
     assert set(report["targets"]) == {"presence", "needle", "counting"}
+    from longllava.core.pipeline import LongLlava
+    from longllava.finetune.default_model import evaluate_synthetic
+    from longllava.finetune.synthetic import default_haystack, generate_task_set
+
+    records = [r for r in generate_task_set(tmp_path / "again", heldout, default_haystack(REPO / "tests" / "fixtures"), False)
+               if r.meta["group"] == "presence"]
+    untrained = evaluate_synthetic(LongLlava(*build_preset("tiny-random")), records)
+    assert untrained["group/presence"] < report["heldout"]["group/presence"]
