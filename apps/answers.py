@@ -46,3 +46,13 @@ def describe_slices(trace: Sequence[dict[str, Any]], limit: int = 12) -> str:
         indices = [*indices[: limit // 2], "…", *indices[-(limit // 2) :]]
     plural = "slice" if len(rows) == 1 else "slices"
     return f"{len(rows)} {plural}: z index {', '.join(indices)} (z {rows[0][2]:g} to {rows[-1][2]:g} mm)"
+
+
+def grid_footnote(answer: Any, rows: int, cols: int, parts: str, first: bool, named: Sequence[tuple[int, int]],
+                  highlight_note: str = "highlighted") -> str:
+    """The line under a grid answer: what the model saw, which tiles it named, and its cost."""
+    footnote = f"based on the global view + {rows} × {cols} {parts}"
+    footnote += "" if first else ", sent with the first question"
+    if named:
+        footnote += "; names " + ", ".join(f"r{r}c{c}" for r, c in named) + f" ({highlight_note})"
+    return footnote + f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s"

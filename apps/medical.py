@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from longllava.apps.answers import describe_slices, slice_rows, tiles_named
+from longllava.apps.answers import describe_slices, grid_footnote, slice_rows, tiles_named
 from longllava.apps.chat import Conversation
 from longllava.apps.overlay import draw_grid, mosaic
 from longllava.apps.serving import CACHE_CLEANUP, RESEARCH_NOTICE, shown_errors
@@ -251,11 +251,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             progress(0.3, desc="encoding the sub-images and generating" if first else "generating")
             answer = chat.ask(llava, question, int(max_new_tokens))
             named = tiles_named(answer.text, part.rows, part.cols)
-            footnote = f"based on the global view + {part.rows} × {part.cols} sub-images"
-            footnote += "" if first else ", sent with the first question"
-            if named:
-                footnote += "; names " + ", ".join(f"r{r}c{c}" for r, c in named) + " (highlighted)"
-            footnote += f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s"
+            footnote = grid_footnote(answer, part.rows, part.cols, "sub-images", first, named)
             messages = [*(history or []), {"role": "user", "content": question}, _assistant_message(answer.text, footnote)]
             return messages, draw_grid(picture, boxes, highlight=named), ""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from longllava.apps.answers import tiles_named
+from longllava.apps.answers import grid_footnote, tiles_named
 from longllava.apps.chat import Conversation
 from longllava.apps.overlay import draw_grid, window_boxes
 from longllava.apps.serving import CACHE_CLEANUP, shown_errors
@@ -145,11 +145,8 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
             progress(0.3, desc="encoding the tiles and generating" if first else "generating")
             answer = chat.ask(llava, question, int(max_new_tokens))
             named = tiles_named(answer.text, grid.rows, grid.cols)
-            footnote = f"based on the global view + {grid.rows} × {grid.cols} tiles of {grid.tile} px"
-            footnote += "" if first else ", sent with the first question"
-            if named:
-                footnote += "; names " + ", ".join(f"r{r}c{c}" for r, c in named) + " (highlighted, bounds below)"
-            footnote += f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s"
+            footnote = grid_footnote(answer, grid.rows, grid.cols, f"tiles of {grid.tile} px", first, named,
+                                     "highlighted, bounds below")
             messages = [*(history or []), {"role": "user", "content": question},
                         {"role": "assistant", "content": f"{answer.text}\n\n*{footnote}*"}]
             return messages, draw_grid(thumbnail, boxes, highlight=named), _tile_rows(grid, named), ""

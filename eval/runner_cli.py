@@ -115,18 +115,26 @@ def _run_benchmark(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                        max_slices=getattr(args, "max_slices", 256),
                        split=getattr(args, "split", "valid"), merge_timeout_s=args.merge_timeout)
-    try:
-        outcome = run_benchmark(config, lambda: _load_model(args))
-    except TimeoutError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if outcome.result is None:
-        print(f"rank {outcome.rank}: {outcome.new_answers} answer(s) written; rank 0 merges and scores")
-        return 0
+    outcome = _run_rank(run_benchmark, config, args)
+    if outcome is None or outcome.result is None:
+        return 1 if outcome is None else 0
     print(outcome.result.to_markdown(), end="")
     print(f"\nwrote predictions.jsonl, metrics.json, metrics.md, items.jsonl, per_category.png to "
           f"{outcome.out_dir}")
     return 0
+
+
+def _run_rank(run, config, args: argparse.Namespace):
+    """Run this process's shard; None if rank 0 timed out waiting for the others. Ranks other than
+    0 return an outcome without a result: they only write answers."""
+    try:
+        outcome = run(config, lambda: _load_model(args))
+    except TimeoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    if outcome.result is None:
+        print(f"rank {outcome.rank}: {outcome.new_answers} answer(s) written; rank 0 merges and scores")
+    return outcome
 
 
 def _run_vniah(args: argparse.Namespace) -> int:
@@ -136,14 +144,9 @@ def _run_vniah(args: argparse.Namespace) -> int:
                          lengths=args.lengths, depths=args.depths, samples=args.samples,
                          seed=args.seed, tile=args.tile, batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, merge_timeout_s=args.merge_timeout)
-    try:
-        outcome = run_vniah(config, lambda: _load_model(args))
-    except TimeoutError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if outcome.result is None:
-        print(f"rank {outcome.rank}: {outcome.new_answers} answer(s) written; rank 0 merges and scores")
-        return 0
+    outcome = _run_rank(run_vniah, config, args)
+    if outcome is None or outcome.result is None:
+        return 1 if outcome is None else 0
     result = outcome.result
     print(f"V-NIAH over {result.haystack['images']} {result.haystack['kind']} image(s): overall "
           f"accuracy {result.overall:.1f}%")
