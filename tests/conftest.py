@@ -21,3 +21,30 @@ def tiny():
     from longllava.core.checkpoint import build_preset
 
     return build_preset("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def serve_demo(tiny):
+    """Launch a demo app (``build_medical_app`` / ``build_remote_sensing_app``) with the tiny model on
+    a free 127.0.0.1 port; returns a namespace (app, store, url, llava). The caller closes the app
+    and the session store."""
+    import socket
+    from types import SimpleNamespace
+
+    from longllava.apps.serving import launch
+    from longllava.apps.sessions import SessionStore
+    from longllava.apps.settings import DemoSettings
+    from longllava.core.pipeline import LongLlava
+
+    llava = LongLlava(*tiny)
+
+    def serve(build, name: str, max_upload_mb: int):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        store = SessionStore(name)
+        settings = DemoSettings(port=port, max_upload_mb=max_upload_mb)
+        app = build(llava, settings, sessions=store)
+        return SimpleNamespace(app=app, store=store, url=launch(app, settings, block=False), llava=llava)
+
+    return serve

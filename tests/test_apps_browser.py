@@ -4,13 +4,11 @@ app keeps serving. Screenshots are written to artifacts/ for a look."""
 
 import json
 import shutil
-import socket
 import tempfile
 import time
 import urllib.request
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from selenium import webdriver
@@ -20,22 +18,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from longllava.apps.medical import EXAMPLE_CT, build_medical_app
 from longllava.apps.remote_sensing import EXAMPLE_SCENE, build_remote_sensing_app
-from longllava.apps.serving import launch
 from longllava.apps.sessions import SessionStore
-from longllava.apps.settings import DemoSettings
-from longllava.core.pipeline import LongLlava
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 UPLOAD_MB = 4
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,1700", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +39,6 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def llava(tiny):
-    return LongLlava(*tiny)
-
-
-def serve(build, llava, name):
-    store = SessionStore(name)
-    settings = DemoSettings(port=free_port(), max_upload_mb=UPLOAD_MB)
-    app = build(llava, settings, sessions=store)
-    return SimpleNamespace(app=app, store=store, url=launch(app, settings, block=False))
 
 
 def wait_for_text(driver, css: str, text: str, timeout: float = 60) -> str:
@@ -91,8 +68,8 @@ def wait_until_sessions_closed(store: SessionStore, timeout: float = 20) -> None
     assert len(store) == 0 and not any(store.root.iterdir())
 
 
-def test_medical_demo_in_a_browser(browser, llava, tmp_path, fixtures):
-    served = serve(build_medical_app, llava, "medical-browser")
+def test_medical_demo_in_a_browser(browser, serve_demo, tmp_path, fixtures):
+    served = serve_demo(build_medical_app, "medical-browser", UPLOAD_MB)
     try:
         browser.get(served.url)
         wait_for_text(browser, "#research-notice", "Research tool, not for diagnosis.")
@@ -143,8 +120,8 @@ def test_medical_demo_in_a_browser(browser, llava, tmp_path, fixtures):
         served.store.close_all()
 
 
-def test_remote_sensing_demo_in_a_browser(browser, llava, tmp_path):
-    served = serve(build_remote_sensing_app, llava, "remote-sensing-browser")
+def test_remote_sensing_demo_in_a_browser(browser, serve_demo, tmp_path):
+    served = serve_demo(build_remote_sensing_app, "remote-sensing-browser", UPLOAD_MB)
     try:
         browser.get(served.url)
         wait_for_text(browser, "#research-notice", "Research tool.")

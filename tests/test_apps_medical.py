@@ -1,9 +1,7 @@
 """The medical demo served on a free local port and driven through gradio_client (tiny-random model)."""
 
 import logging
-import socket
 import zipfile
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +10,6 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from longllava.apps.medical import EXAMPLE_CT, RGB_WINDOWS, build_medical_app
-from longllava.apps.serving import launch
-from longllava.apps.sessions import SessionStore
-from longllava.apps.settings import DemoSettings
-from longllava.core.pipeline import LongLlava
 from longllava.domains.medical.ct import load_ct
 from longllava.domains.medical.slices import ct_to_slices
 
@@ -23,22 +17,12 @@ UPLOAD_MB = 4
 RGB = [RGB_WINDOWS, ""]  # window, custom W/L
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def demo(tiny):
-    llava = LongLlava(*tiny)
-    store = SessionStore("medical-test")
-    settings = DemoSettings(port=free_port(), max_upload_mb=UPLOAD_MB)
-    app = build_medical_app(llava, settings, sessions=store)
-    url = launch(app, settings, block=False)
-    yield SimpleNamespace(url=url, store=store, llava=llava)
-    app.close()
-    store.close_all()
+def demo(serve_demo):
+    served = serve_demo(build_medical_app, "medical-test", UPLOAD_MB)
+    yield served
+    served.app.close()
+    served.store.close_all()
 
 
 def text_of(message: dict) -> str:

@@ -1,8 +1,6 @@
 """The remote-sensing demo served on a free local port and driven through gradio_client (tiny-random model)."""
 
 import json
-import socket
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,30 +9,16 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from longllava.apps.remote_sensing import EXAMPLE_SCENE, build_remote_sensing_app
-from longllava.apps.serving import launch
-from longllava.apps.sessions import SessionStore
-from longllava.apps.settings import DemoSettings
-from longllava.core.pipeline import LongLlava
 from longllava.domains.remote_sensing.scene import open_scene
 from longllava.domains.remote_sensing.tiling import tile_scene, tile_to_geo
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def demo(tiny):
-    llava = LongLlava(*tiny)
-    store = SessionStore("remote-sensing-test")
-    settings = DemoSettings(port=free_port(), max_upload_mb=4)
-    app = build_remote_sensing_app(llava, settings, sessions=store)
-    url = launch(app, settings, block=False)
-    yield SimpleNamespace(url=url, store=store, llava=llava)
-    app.close()
-    store.close_all()
+def demo(serve_demo):
+    served = serve_demo(build_remote_sensing_app, "remote-sensing-test", 4)
+    yield served
+    served.app.close()
+    served.store.close_all()
 
 
 def text_of(message: dict) -> str:
