@@ -20,6 +20,7 @@ from transformers import (
 )
 from transformers.activations import ACT2FN
 
+from longllava.core.attention import CHUNKED_SDPA
 from longllava.core.configuration import LongLlavaConfig
 from longllava.core.mamba import init_time_steps, make_stateful
 from longllava.errors import InputError
@@ -75,6 +76,10 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
         super().__init__(config)
         self.vision_tower = CLIPVisionModel(config.vision_config)
         self.multi_modal_projector = LongLlavaProjector(config)
+        if config.text_config._attn_implementation is None:
+            # Not chosen by the caller: exact chunked prefill without a (chunk x KV) mask (.attention).
+            # transformers never saves the choice, so every construction and load lands here again.
+            config.text_config._attn_implementation = CHUNKED_SDPA
         self.language_model = JambaForCausalLM(config.text_config)
         make_stateful(self.language_model)
         self.post_init()
