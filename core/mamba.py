@@ -38,6 +38,14 @@ from transformers.utils.import_utils import (
 )
 
 
+# Tokens per selective scan at inference. The scan holds several float32 (batch, tokens, inner,
+# d_state) tensors (dA, dBx, the states and mambapy's padded copies): at 8192 tokens ~0.5 GiB at the
+# tiny widths (inner 128) and ~32 GiB at the released ones (inner 8192), however small the chunk's
+# other activations. 1024-token blocks cap that at an eighth and cost no speed (measured on CPU: see
+# docs/bench); the state is carried exactly from block to block.
+SCAN_BLOCK = 1024
+
+
 def _sequential_scan(dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
     states, h = [], torch.zeros_like(dBx[:, 0])
     for t in range(dA.shape[1]):
@@ -109,20 +117,37 @@ class StatefulMambaMixer(JambaMambaMixer):
         B = self.b_layernorm(B).float()
         C = self.c_layernorm(C).float()
         dt = F.softplus(self.dt_proj(time_step).float())  # (B, L, D)
+        x = x.float()
+        # Training keeps one scan over the whole sequence (autograd saves it anyway); inference scans
+        # in blocks, carrying the state, so that the (B, block, D, N) tensors stay bounded.
+        block = seq_len if torch.is_grad_enabled() else SCAN_BLOCK
+        state = None if initial_state is None else initial_state.float()
+        ys = []
+        for start in range(0, seq_len, block):
+            part = slice(start, start + block)
+            y, state = self._scan(
+                x[:, part], dt[:, part], B[:, part], C[:, part], None if resets is None else resets[:, part], state
+            )
+            ys.append(y)
+        y = torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
+        y = y + x * self.D.float()
+        y = y * F.silu(gate.transpose(1, 2).float())
+        if cache is not None:
+            cache.update_recurrent_state(state.to(initial_state.dtype if initial_state is not None else dtype), self.layer_idx)
+        return self.out_proj(y.to(dtype))
+
+    def _scan(self, x, dt, B, C, resets, initial_state):
+        """``y_t = C_t . h_t`` over one stretch of tokens from ``initial_state`` (None: zeros);
+        float32 (B, L, D) x, dt and (B, L, N) B, C. Returns y (B, L, D) and the last state (B, D, N)."""
         A = -torch.exp(self.A_log.float())  # (D, N)
         dA = torch.exp(dt[..., None] * A)  # (B, L, D, N)
-        dBx = dt[..., None] * B[:, :, None, :] * x.float()[..., None]
+        dBx = dt[..., None] * B[:, :, None, :] * x[..., None]
         if resets is not None:
             dA = dA * (~resets)[..., None, None].to(dA.dtype)
         if initial_state is not None:
-            dBx = torch.cat([dBx[:, :1] + dA[:, :1] * initial_state.float()[:, None], dBx[:, 1:]], dim=1)
+            dBx = torch.cat([dBx[:, :1] + dA[:, :1] * initial_state[:, None], dBx[:, 1:]], dim=1)
         states = selective_scan(dA, dBx, self.use_mambapy)
-        y = (states @ C[..., None]).squeeze(-1)  # (B, L, D)
-        y = y + x.float() * self.D.float()
-        y = y * F.silu(gate.transpose(1, 2).float())
-        if cache is not None:
-            cache.update_recurrent_state(states[:, -1].to(initial_state.dtype if initial_state is not None else dtype), self.layer_idx)
-        return self.out_proj(y.to(dtype))
+        return (states @ C[..., None]).squeeze(-1), states[:, -1].clone()  # not a view: frees states
 
 
 class PackingAwareMambaDecoderLayer(JambaMambaDecoderLayer):
