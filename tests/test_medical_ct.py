@@ -14,7 +14,16 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
 
 from longllava.domains.medical.ct import CTSpacingWarning, load_ct
 from longllava.errors import InputError
@@ -270,6 +279,28 @@ def test_series_encoded_with_pydicoms_encoders_round_trip(tmp_path, syntax):
     np.testing.assert_array_equal(volume.hu, hu)
 
 
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_other_native_syntaxes_decode_from_where_the_header_ends(tmp_path, syntax):
+    hu = small_hu((3, 6, 5))
+    for path in write_ct_series(tmp_path / "s", hu):
+        ds = pydicom.dcmread(path)
+        ds.PixelData = ds.pixel_array.astype(np.dtype(np.int16).newbyteorder("<" if syntax.is_little_endian else ">")).tobytes()
+        ds.file_meta.TransferSyntaxUID = syntax
+        pydicom.dcmwrite(path, ds, implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian, force_encoding=True)
+    volume = load_ct(tmp_path / "s")
+    assert volume.metadata["transfer_syntax"] == syntax.name
+    np.testing.assert_array_equal(volume.hu, hu)
+
+
+def test_deflated_series_is_refused_with_what_to_do(tmp_path):
+    for path in write_ct_series(tmp_path / "s", small_hu((2, 6, 5))):
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match="Deflated Explicit VR Little Endian, which is not supported; inflate it first"):
+        load_ct(tmp_path / "s")
+
+
 def test_fractional_rescale_gives_float32_hu(tmp_path):
     paths = write_ct_series(tmp_path / "s", small_hu((2, 4, 4)), intercept=-1024)
     for p in paths:
@@ -302,6 +333,15 @@ def test_corrupt_and_truncated_dicom_files_are_named(tmp_path):
     (garbage / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + bytes(range(256)) * 2)
     with pytest.raises(InputError, match=r"x\.dcm: (corrupt DICOM file|no SeriesInstanceUID)"):
         load_ct(garbage)
+
+
+def test_a_file_without_pixel_data_is_named(tmp_path):
+    paths = write_ct_series(tmp_path / "s", small_hu((3, 4, 4)))
+    ds = pydicom.dcmread(paths[1])
+    del ds.PixelData
+    ds.save_as(paths[1])
+    with pytest.raises(InputError, match=r"slice001\.dcm: no Pixel Data element after the header"):
+        load_ct(tmp_path / "s")
 
 
 def test_empty_folder_and_missing_path(tmp_path):
@@ -346,6 +386,33 @@ def test_zero_or_negative_dicom_spacing_and_duplicate_positions(tmp_path):
     write_ct_series(tmp_path / "dup", small_hu((2, 4, 4)), z_positions=[5.0, 5.0])
     with pytest.raises(InputError, match="share the position 5.000 mm"):
         load_ct(tmp_path / "dup")
+
+
+def test_a_slice_with_another_orientation_or_spacing_is_named(tmp_path):
+    paths = write_ct_series(tmp_path / "o", small_hu((3, 4, 4)))
+    ds = pydicom.dcmread(paths[2])
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    ds.save_as(paths[2])
+    with pytest.raises(InputError, match=r"slice002\.dcm: ImageOrientationPatient differs"):
+        load_ct(tmp_path / "o")
+    paths = write_ct_series(tmp_path / "s", small_hu((3, 4, 4)))
+    ds = pydicom.dcmread(paths[1])
+    ds.PixelSpacing = [0.8, 0.7]
+    ds.save_as(paths[1])
+    with pytest.raises(InputError, match=r"slice001\.dcm: PixelSpacing \[0\.8, 0\.7\] differs from the series' \[0\.8, 0\.6\]"):
+        load_ct(tmp_path / "s")
+
+
+def test_full_16_bit_unsigned_range_with_intercept_stays_exact_int16(tmp_path):
+    stored = np.array([[0, 1, 32767], [32768, 40000, 65535]], dtype=np.uint16)
+    paths = write_ct_series(tmp_path / "s", np.zeros((1, 2, 3), dtype=np.int16))
+    ds = pydicom.dcmread(paths[0])
+    ds.PixelRepresentation, ds.RescaleIntercept = 0, -32768
+    ds.PixelData = stored.tobytes()
+    ds.save_as(paths[0])
+    volume = load_ct(tmp_path / "s")
+    assert volume.hu.dtype == np.int16
+    np.testing.assert_array_equal(volume.hu[0], stored.astype(np.int32) - 32768)
 
 
 def test_zip_entries_with_dotdot_paths_are_rejected(tmp_path):

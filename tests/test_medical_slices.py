@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from longllava.domains.medical import slices as slices_module
 from longllava.domains.medical.ct import CTVolume, load_ct
@@ -19,6 +20,7 @@ from longllava.domains.medical.windowing import (
     parse_window,
     parse_windows,
     render_slice,
+    resample_hu,
 )
 from longllava.errors import InputError
 
@@ -150,3 +152,29 @@ def test_real_nifti_slices_default_selection_and_order():
     assert sequence.z_mm == sorted(sequence.z_mm)
     assert sequence[0].image.size == (336, 278)
     assert sequence.windows == parse_windows("lung,mediastinum,bone")
+
+
+@pytest.mark.parametrize("shape, size_wh", [((512, 512), (336, 336)), ((101, 122), (336, 278)), ((200, 100), (100, 100)), ((40, 70), (13, 9))])
+def test_resample_matches_pillows_bilinear_resize(shape, size_wh):
+    hu = np.random.default_rng(3).normal(0, 500, shape).astype(np.float32)
+    expected = np.asarray(Image.fromarray(hu).resize(size_wh, Image.Resampling.BILINEAR))
+    np.testing.assert_allclose(resample_hu(hu, size_wh), expected, rtol=0, atol=2e-3)
+    rounded = resample_hu(np.rint(hu).astype(np.int16), size_wh)
+    assert rounded.dtype == np.int16
+    reference = np.rint(np.asarray(Image.fromarray(np.rint(hu)).resize(size_wh, Image.Resampling.BILINEAR)))
+    assert np.abs(rounded - reference).max() <= 1 and (rounded != reference).mean() < 1e-3  # ties may round apart
+
+
+def test_resample_of_reversed_views_equals_resample_of_copies():
+    hu = np.random.default_rng(4).integers(-1000, 2000, (300, 257)).astype(np.int16)
+    for view in (hu[::-1], hu[:, ::-1], hu[::-1, ::-1]):
+        np.testing.assert_array_equal(resample_hu(view, (120, 140)), resample_hu(np.ascontiguousarray(view), (120, 140)))
+
+
+def test_a_nan_voxel_only_reaches_the_pixels_it_contributes_to():
+    hu = np.full((64, 64), 40.0, dtype=np.float32)
+    hu[20, 30] = np.nan
+    resized = resample_hu(hu, (40, 40))
+    expected = np.asarray(Image.fromarray(hu).resize((40, 40), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(np.isnan(resized), np.isnan(expected))
+    assert 0 < np.isnan(resized).sum() <= 9 and np.allclose(resized[~np.isnan(resized)], 40.0)

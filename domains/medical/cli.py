@@ -34,6 +34,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ct_bench.add_argument("--shape", default="300,512,512", help="z,y,x of the generated volume (default 300,512,512)")
     ct_bench.add_argument("--formats", default="nifti,dicom,dicom-j2k", help="comma-separated: nifti, dicom (uncompressed), dicom-j2k (JPEG 2000 lossless)")
     ct_bench.add_argument("--workdir", type=Path, help="where to write the generated files (default: a temporary folder)")
+    ct_bench.add_argument(
+        "--repeat", type=int, default=3, help="run decode and slices alternately N times, keep the fastest of each (default 3)"
+    )
     ct_bench.add_argument("--json", action="store_true")
     ct_bench.set_defaults(func=_bench_ct)
 
@@ -91,6 +94,6 @@ def _bench_ct(args: argparse.Namespace) -> int:
     from longllava.domains.medical.bench import format_report, run_ct_bench
 
     shape = tuple(int(v) for v in args.shape.split(","))
-    report = run_ct_bench(shape, [f.strip() for f in args.formats.split(",")], args.workdir)
+    report = run_ct_bench(shape, [f.strip() for f in args.formats.split(",")], args.workdir, args.repeat)
     print(json.dumps(report) if args.json else format_report(report))
     return 0

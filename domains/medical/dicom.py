@@ -1,21 +1,25 @@
 """DICOM series -> :class:`~longllava.domains.medical.ct.CTVolume` (pydicom + pylibjpeg decoder plugins).
 
-Files are read twice: once headers only (to group by SeriesInstanceUID, check modality, order the
-slices and pick the output dtype), then pixel data one slice (or frame) at a time straight into the
-preallocated volume, so peak memory stays near one volume. Slices are ordered by
-ImagePositionPatient projected on the slice normal (InstanceNumber when positions are missing);
-RescaleSlope / RescaleIntercept are applied per slice (per frame for enhanced multi-frame CT).
+Each file's header is parsed once, up to its pixel data (to group by SeriesInstanceUID, check
+modality, order the slices and pick the output dtype); pydicom's decoder then reads the pixel data
+from the offset where that parse stopped, one slice (or frame) at a time, straight into the
+preallocated volume, so peak memory stays near one volume and no header is parsed twice. Slices
+are ordered by ImagePositionPatient projected on the slice normal (InstanceNumber when positions
+are missing); RescaleSlope / RescaleIntercept are applied per slice (per frame for enhanced
+multi-frame CT).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -23,6 +27,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from nibabel.orientations import ornt2axcodes
 
@@ -62,18 +67,19 @@ _METADATA_FIELDS = (
     "PatientPosition",
 )
 _INT16 = np.iinfo(np.int16)
+_PIXEL_KEYWORDS = {Tag(keyword): keyword for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")}
 
 
 @dataclass(frozen=True)
 class DicomSource:
-    """One DICOM file: ``name`` for messages, ``open`` returns a path or a binary stream."""
+    """One DICOM file: ``name`` for messages, ``open`` returns a new binary stream (caller closes it)."""
 
     name: str
-    open: Callable[[], str | BinaryIO]
+    open: Callable[[], BinaryIO]
 
 
 def file_sources(files: list[Path]) -> list[DicomSource]:
-    return [DicomSource(str(f), lambda f=f: str(f)) for f in files]
+    return [DicomSource(str(f), lambda f=f: open(f, "rb")) for f in files]
 
 
 def folder_sources(folder: Path) -> list[DicomSource]:
@@ -115,11 +121,20 @@ def zip_sources(path: Path) -> Iterator[list[DicomSource]]:
         ]
 
 
+@dataclass(frozen=True)
+class _DicomFile:
+    """A file parsed up to its pixel data: its header and the byte offset of the pixel data element."""
+
+    source: DicomSource
+    header: Dataset
+    pixel_data_at: int
+
+
 @dataclass
 class _Frame:
     """One 2D image of the series: a single-frame file, or frame ``index`` of a multi-frame file."""
 
-    source: DicomSource
+    file: _DicomFile
     index: int | None
     position: np.ndarray | None  # ImagePositionPatient (LPS mm)
     orientation: np.ndarray  # ImageOrientationPatient (6,)
@@ -128,24 +143,30 @@ class _Frame:
     intercept: float
     order: float  # InstanceNumber / frame number: the fallback order
 
+    @property
+    def source(self) -> DicomSource:
+        return self.file.source
+
 
 def read_dicom_series(sources: list[DicomSource], label: str, series: str | None, allow_non_ct: bool) -> CTVolume:
-    headers = [(source, _read_header(source)) for source in sources]
-    chosen = _choose_series(headers, label, series)
-    first = chosen[0][1]
+    chosen = _choose_series([_read_header(source) for source in sources], label, series)
+    first = chosen[0].header
     modality = str(first.get("Modality", ""))
     if modality != "CT" and not allow_non_ct:
         raise InputError(
             f"{label}: the series has modality {modality or 'unknown'!r}, not CT; its values are not Hounsfield "
             "units. Pass allow_non_ct=True (CLI: --allow-non-ct) to load it anyway"
         )
-    frames = [frame for source, header in chosen for frame in _frames(source, header)]
+    frames = [frame for file in chosen for frame in _frames(file)]
     rows, columns = int(first.Rows), int(first.Columns)
-    for source, header in chosen:
-        if (int(header.Rows), int(header.Columns)) != (rows, columns):
-            raise InputError(f"{source.name}: image size {header.Rows}x{header.Columns} differs from the series' {rows}x{columns}")
-        if int(header.get("SamplesPerPixel", 1)) != 1:
-            raise InputError(f"{source.name}: a colour image (SamplesPerPixel {header.SamplesPerPixel}); CT slices are grayscale")
+    for file in chosen:
+        header = file.header
+        size = (int(_get(header, "Rows")), int(_get(header, "Columns")))
+        if size != (rows, columns):
+            raise InputError(f"{file.source.name}: image size {size[0]}x{size[1]} differs from the series' {rows}x{columns}")
+        samples = int(_get(header, "SamplesPerPixel", 1))
+        if samples != 1:
+            raise InputError(f"{file.source.name}: a colour image (SamplesPerPixel {samples}); CT slices are grayscale")
     _check_decoder(chosen, label)
 
     frames, positions, affine_ras = _geometry(frames, first, label)
@@ -175,11 +196,15 @@ def _geometry(frames: list[_Frame], first: Dataset, label: str) -> tuple[list[_F
     """Frames sorted along the slice normal, their positions on it, and the (slice, row, column) ->
     RAS affine; checked before any pixel is decoded."""
     orientation, spacing_yx = frames[0].orientation, frames[0].spacing
-    for frame in frames:
-        if not np.allclose(frame.orientation, orientation, atol=1e-3):
-            raise InputError(f"{frame.source.name}: ImageOrientationPatient differs from the rest of the series; load each stack separately")
-        if not np.allclose(frame.spacing, spacing_yx, rtol=1e-3):
-            raise InputError(f"{frame.source.name}: PixelSpacing {list(frame.spacing)} differs from the series' {list(spacing_yx)}")
+    # One comparison over all frames: np.allclose per frame costs more than the rest of the geometry.
+    odd_orientation = ~np.isclose([f.orientation for f in frames], orientation, atol=1e-3).all(axis=1)
+    if odd_orientation.any():
+        frame = frames[int(np.argmax(odd_orientation))]
+        raise InputError(f"{frame.source.name}: ImageOrientationPatient differs from the rest of the series; load each stack separately")
+    odd_spacing = ~np.isclose([f.spacing for f in frames], spacing_yx, rtol=1e-3).all(axis=1)
+    if odd_spacing.any():
+        frame = frames[int(np.argmax(odd_spacing))]
+        raise InputError(f"{frame.source.name}: PixelSpacing {list(frame.spacing)} differs from the series' {list(spacing_yx)}")
     row_dir, column_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, column_dir)
     nominal_step = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
@@ -194,9 +219,12 @@ def _geometry(frames: list[_Frame], first: Dataset, label: str) -> tuple[list[_F
     return frames, positions, affine_ras
 
 
-def _read_header(source: DicomSource) -> Dataset:
+def _read_header(source: DicomSource) -> _DicomFile:
     try:
-        return pydicom.dcmread(source.open(), stop_before_pixels=True)
+        with source.open() as stream:
+            # pydicom stops with the stream at the start of the pixel data element: remember where.
+            header = pydicom.dcmread(stream, stop_before_pixels=True)
+            return _DicomFile(source, header, stream.tell())
     except InvalidDicomError as error:
         raise InputError(
             f"{source.name}: not a DICOM file (no DICM preamble / file meta); remove it, or pass the DICOM files explicitly"
@@ -206,15 +234,15 @@ def _read_header(source: DicomSource) -> Dataset:
         raise InputError(f"{source.name}: corrupt DICOM file ({type(error).__name__}: {error})") from error
 
 
-def _choose_series(headers: list[tuple[DicomSource, Dataset]], label: str, series: str | None) -> list[tuple[DicomSource, Dataset]]:
-    groups: dict[str, list[tuple[DicomSource, Dataset]]] = {}
-    for source, header in headers:
-        uid = header.get("SeriesInstanceUID")
+def _choose_series(files: list[_DicomFile], label: str, series: str | None) -> list[_DicomFile]:
+    groups: dict[str, list[_DicomFile]] = {}
+    for file in files:
+        uid = _get(file.header, "SeriesInstanceUID")
         if uid is None:
-            raise InputError(f"{source.name}: no SeriesInstanceUID; not an image of a DICOM series")
-        groups.setdefault(str(uid), []).append((source, header))
+            raise InputError(f"{file.source.name}: no SeriesInstanceUID; not an image of a DICOM series")
+        groups.setdefault(str(uid), []).append(file)
     if series is not None:
-        picked = [uid for uid, group in groups.items() if series in (uid, str(group[0][1].get("SeriesNumber", "")))]
+        picked = [uid for uid, group in groups.items() if series in (uid, str(group[0].header.get("SeriesNumber", "")))]
         if len(picked) != 1:
             raise InputError(f"{label}: series {series!r} {'is ambiguous' if picked else 'not found'}; available:\n{_describe(groups)}")
         return groups[picked[0]]
@@ -226,10 +254,10 @@ def _choose_series(headers: list[tuple[DicomSource, Dataset]], label: str, serie
     return next(iter(groups.values()))
 
 
-def _describe(groups: dict[str, list[tuple[DicomSource, Dataset]]]) -> str:
+def _describe(groups: dict[str, list[_DicomFile]]) -> str:
     lines = []
     for uid, group in groups.items():
-        header = group[0][1]
+        header = group[0].header
         lines.append(
             f"  {uid}  SeriesNumber {header.get('SeriesNumber', '?')}  {header.get('Modality', '?')}  "
             f"{str(header.get('SeriesDescription', '')).strip()!r}  {len(group)} file(s)"
@@ -237,21 +265,22 @@ def _describe(groups: dict[str, list[tuple[DicomSource, Dataset]]]) -> str:
     return "\n".join(lines)
 
 
-def _frames(source: DicomSource, header: Dataset) -> list[_Frame]:
-    frames = int(header.get("NumberOfFrames", 1) or 1)
+def _frames(file: _DicomFile) -> list[_Frame]:
+    source, header = file.source, file.header
+    frames = int(_get(header, "NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" not in header:
         if frames > 1:
             raise InputError(f"{source.name}: a multi-frame image without per-frame positions (not an enhanced CT/MR); cannot build a volume")
         return [
             _Frame(
-                source,
+                file,
                 None,
-                _vector(header.get("ImagePositionPatient")),
+                _vector(_get(header, "ImagePositionPatient")),
                 _required(source, header, "ImageOrientationPatient"),
                 _pixel_spacing(source, header),
-                float(header.get("RescaleSlope", 1) or 1),
-                float(header.get("RescaleIntercept", 0) or 0),
-                float(header.get("InstanceNumber", 0) or 0),
+                float(_get(header, "RescaleSlope", 1) or 1),
+                float(_get(header, "RescaleIntercept", 0) or 0),
+                float(_get(header, "InstanceNumber", 0) or 0),
             )
         ]
     shared = header.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in header else Dataset()
@@ -269,7 +298,7 @@ def _frames(source: DicomSource, header: Dataset) -> list[_Frame]:
             raise InputError(f"{source.name} frame {index + 1}: no ImageOrientationPatient / PixelSpacing in its functional groups")
         out.append(
             _Frame(
-                source,
+                file,
                 index,
                 _vector(find("PlanePositionSequence", "ImagePositionPatient")),
                 np.array([float(v) for v in orientation]),
@@ -282,14 +311,26 @@ def _frames(source: DicomSource, header: Dataset) -> list[_Frame]:
     return out
 
 
+@lru_cache(maxsize=None)
+def _tag(keyword: str) -> BaseTag:
+    return Tag(keyword)
+
+
+def _get(header: Dataset, keyword: str, default: Any = None) -> Any:
+    """``header.get(keyword)`` looked up by tag (pydicom's keyword path costs ~1.5x more, on every file)."""
+    tag = _tag(keyword)
+    return header[tag].value if tag in header else default
+
+
 def _vector(value: Any) -> np.ndarray | None:
     return None if value is None else np.array([float(v) for v in value])
 
 
 def _required(source: DicomSource, header: Dataset, keyword: str) -> np.ndarray:
-    if keyword not in header:
+    value = _get(header, keyword)
+    if value is None:
         raise InputError(f"{source.name}: no {keyword}; cannot place the slice in the patient")
-    return np.array([float(v) for v in header[keyword].value])
+    return np.array([float(v) for v in value])
 
 
 def _pixel_spacing(source: DicomSource, header: Dataset) -> tuple[float, float]:
@@ -344,10 +385,15 @@ def _order_frames(
     return frames, positions, step
 
 
-def _check_decoder(chosen: list[tuple[DicomSource, Dataset]], label: str) -> None:
+def _check_decoder(chosen: list[_DicomFile], label: str) -> None:
     from pydicom.pixels import get_decoder
 
-    for syntax in {header.file_meta.TransferSyntaxUID for _, header in chosen if "TransferSyntaxUID" in header.file_meta}:
+    for syntax in {f.header.file_meta.TransferSyntaxUID for f in chosen if "TransferSyntaxUID" in f.header.file_meta}:
+        if syntax.is_deflated:
+            raise InputError(
+                f"{label}: the series uses {syntax.name}, which is not supported; inflate it first "
+                "(e.g. dcmconv +te from DCMTK, or pydicom: dcmread and save_as with Explicit VR Little Endian)"
+            )
         if not syntax.is_compressed:
             continue
         try:
@@ -377,30 +423,49 @@ def _hu_dtype(frames: list[_Frame], header: Dataset) -> type:
 
 
 def _decode_into(volume: np.ndarray, frames: list[_Frame]) -> None:
-    from pydicom.pixels import iter_pixels, pixel_array
-
-    slot = {(id(f.source), f.index): k for k, f in enumerate(frames)}
+    slot = {(id(f.file), f.index): k for k, f in enumerate(frames)}
     done: set[int] = set()
     for frame in frames:
-        source = frame.source
-        if id(source) in done:
+        file = frame.file
+        if id(file) in done:
             continue
-        done.add(id(source))
+        done.add(id(file))
+        keys = [None] if frame.index is None else range(sum(1 for f in frames if f.file is file))
         try:
-            if frame.index is None:
-                decoded: Iterator[np.ndarray] = iter([pixel_array(source.open())])
-                keys = [None]
-            else:
-                decoded = iter_pixels(source.open())
-                keys = range(sum(1 for f in frames if f.source is source))
-            for key, pixels in zip(keys, decoded):
-                k = slot[(id(source), key)]
-                _store(volume, k, pixels, frames[k], source)
+            for key, pixels in zip(keys, _decoded_frames(file)):
+                k = slot[(id(file), key)]
+                _store(volume, k, pixels, frames[k], file.source)
         except InputError:
             raise
         # Decoder plugins raise assorted errors (RuntimeError, ValueError, ...) on damaged pixel data.
         except Exception as error:
-            raise InputError(f"{source.name}: the pixel data cannot be decoded ({type(error).__name__}: {error})") from error
+            raise InputError(f"{file.source.name}: the pixel data cannot be decoded ({type(error).__name__}: {error})") from error
+
+
+def _decoded_frames(file: _DicomFile) -> Iterator[np.ndarray]:
+    """The file's frames in stored order, decoded by pydicom from where the header pass stopped."""
+    from pydicom.pixels import as_pixel_options, get_decoder
+
+    syntax = UID(file.header.file_meta.TransferSyntaxUID)
+    with file.source.open() as stream:
+        stream.seek(file.pixel_data_at)
+        keyword, vr = _read_pixel_element_header(stream, syntax, file.source)
+        options = as_pixel_options(file.header, transfer_syntax_uid=syntax, pixel_keyword=keyword, pixel_vr=vr)
+        for pixels, _ in get_decoder(syntax).iter_array(stream, **options):
+            yield pixels
+
+
+def _read_pixel_element_header(stream: BinaryIO, syntax: UID, source: DicomSource) -> tuple[str, str | None]:
+    """The pixel data element's keyword and VR; leaves ``stream`` at the element's value, where
+    pydicom's decoders start reading (the element header is 8 bytes, 12 with an explicit VR)."""
+    head = stream.read(8)
+    tag = Tag(*struct.unpack("<HH" if syntax.is_little_endian else ">HH", head[:4])) if len(head) == 8 else None
+    if tag not in _PIXEL_KEYWORDS:
+        raise InputError(f"{source.name}: no Pixel Data element after the header; the file holds no image")
+    if syntax.is_implicit_VR:
+        return _PIXEL_KEYWORDS[tag], None
+    stream.read(4)  # OB / OW / OF / OD: 2 reserved bytes in ``head``, then a 4-byte length
+    return _PIXEL_KEYWORDS[tag], head[4:6].decode("ascii")
 
 
 def _store(volume: np.ndarray, k: int, pixels: np.ndarray, frame: _Frame, source: DicomSource) -> None:
@@ -408,7 +473,9 @@ def _store(volume: np.ndarray, k: int, pixels: np.ndarray, frame: _Frame, source
         raise InputError(f"{source.name}: decoded pixels have shape {pixels.shape}, expected {volume.shape[1:]}")
     if volume.dtype == np.int16:
         if frame.slope == 1:
-            np.add(pixels, int(frame.intercept), out=volume[k], casting="unsafe", dtype=np.int32)
+            # _hu_dtype checked that every stored value + intercept fits int16, so adding in int16
+            # (wrapping) gives the exact result, without an int32 pass.
+            np.add(pixels, np.int16(frame.intercept), out=volume[k], casting="unsafe", dtype=np.int16)
         else:
             volume[k] = pixels.astype(np.int32) * int(frame.slope) + int(frame.intercept)
     else:

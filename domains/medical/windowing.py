@@ -7,6 +7,10 @@ replicated to three channels, because the vision encoder takes RGB.
 
 Slices are resized in HU (bilinear, antialiased) to the processor's size with the physical
 in-plane aspect, then windowed: int16 slices through a 65536-entry packed-RGB lookup table.
+The resize uses Pillow's BILINEAR weights (a triangle filter widened by the shrink factor, rows
+normalised at the borders) applied as banded float32 matrix products: the same values as
+Pillow's float resize (to float32 rounding), ~2x faster, which keeps rendering a whole CT within
+the ``bench ct`` budget.
 """
 
 from __future__ import annotations
@@ -132,16 +136,69 @@ def display_size(shape_yx: tuple[int, int], spacing_yx_mm: tuple[float, float], 
     return max(1, round(width_mm * scale)), max(1, round(height_mm * scale))
 
 
+_BAND_ROWS = 16  # output pixels per weight block: small bands skip the zeros, large ones feed BLAS well
+
+
+@lru_cache(maxsize=32)
+def _resize_bands(n_in: int, n_out: int) -> tuple[tuple[slice, slice, np.ndarray], ...]:
+    """Pillow's BILINEAR resize along one axis as (output slice, input slice, float32 weights) bands.
+
+    Output pixel ``i`` is centred at input coordinate ``c = (i + 0.5) * n_in / n_out``; its weights
+    are the triangle ``1 - |x + 0.5 - c| / s`` (``s`` = shrink factor, at least 1: antialiasing),
+    clipped at 0 and normalised over the pixels inside the image.
+    """
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centres = (np.arange(n_out) + 0.5) * scale
+    weights = np.clip(1 - np.abs(np.arange(n_in) + 0.5 - centres[:, None]) / support, 0, None)
+    weights /= weights.sum(axis=1, keepdims=True)
+    bands = []
+    for start in range(0, n_out, _BAND_ROWS):
+        rows = slice(start, min(start + _BAND_ROWS, n_out))
+        used = np.flatnonzero(weights[rows].any(axis=0))
+        columns = slice(int(used[0]), int(used[-1]) + 1)
+        bands.append((rows, columns, np.ascontiguousarray(weights[rows, columns], dtype=np.float32)))
+    return tuple(bands)
+
+
 def resample_hu(hu_slice: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Bilinear (antialiased when shrinking) resize of a HU slice; int16 stays int16 (rounded).
 
     Interpolating HU before windowing is resampling the scan itself, as volume resampling does.
+    A non-finite voxel (float volumes) makes the output pixels it contributes to NaN, as in Pillow.
     """
     if size_wh == (hu_slice.shape[1], hu_slice.shape[0]):
         return hu_slice
-    resized = Image.fromarray(np.asarray(hu_slice, dtype=np.float32)).resize(size_wh, Image.Resampling.BILINEAR)
-    out = np.asarray(resized)
-    return np.rint(out).astype(np.int16) if hu_slice.dtype == np.int16 else out
+    width, height = size_wh
+    if width < 1 or height < 1:
+        raise InputError(f"resize target must be at least 1x1 pixels, got {width}x{height}")
+    # Reoriented volumes are reversed views (NIfTI: x and y); casting those runs ~4x slower, so
+    # resample the stored order and reverse the result (the weights are mirror-symmetric).
+    reversed_axes = tuple(axis for axis in (0, 1) if hu_slice.strides[axis] < 0)
+    hu = np.asarray(np.flip(hu_slice, reversed_axes), dtype=np.float32)
+    if hu_slice.dtype == np.int16:
+        resized = _resample_bands(hu, width, height)
+        resized = np.rint(resized, out=resized).astype(np.int16)
+        return np.flip(resized, reversed_axes)
+    # A band's zero weights would carry NaN * 0 = NaN to all of its outputs: resample the finite
+    # values and the non-finite mask separately.
+    bad = ~np.isfinite(hu)
+    if not bad.any():
+        return np.flip(_resample_bands(hu, width, height), reversed_axes)
+    resized = _resample_bands(np.where(bad, np.float32(0), hu), width, height)
+    resized[_resample_bands(bad.astype(np.float32), width, height) > 0] = np.nan
+    return np.flip(resized, reversed_axes)
+
+
+def _resample_bands(hu: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The two separable passes (rows, then columns) of a float32 slice as banded matrix products."""
+    rows_resized = np.empty((height, hu.shape[1]), dtype=np.float32)
+    for out, used, weights in _resize_bands(hu.shape[0], height):
+        np.matmul(weights, hu[used], out=rows_resized[out])
+    resized = np.empty((height, width), dtype=np.float32)
+    for out, used, weights in _resize_bands(hu.shape[1], width):
+        np.matmul(rows_resized[:, used], weights.T, out=resized[:, out])
+    return resized
 
 
 def render_slice(
@@ -155,6 +212,8 @@ def render_slice(
     width, height = display_size(hu_slice.shape, spacing_yx_mm, size)
     hu = resample_hu(hu_slice, (width, height))
     if hu.dtype == np.int16:
-        packed = np.take(_rgbx_lut(windows), hu.view(np.uint16))
-        return Image.frombuffer("RGBX", (width, height), packed, "raw", "RGBX", 0, 1).convert("RGB")
+        # Every uint16 index is inside the table: "wrap" only skips numpy's per-index bounds check.
+        packed = np.take(_rgbx_lut(windows), hu.view(np.uint16), mode="wrap")
+        # One unpacking copy into Pillow's RGB storage (4x faster than mapping RGBX and converting).
+        return Image.frombytes("RGB", (width, height), packed, "raw", "RGBX")
     return Image.fromarray(hu_to_rgb(hu, windows))
