@@ -351,7 +351,7 @@ class PrefillTiming:
     cache: DynamicCache | None  # None when the prefill was stopped by its budget
     logits: torch.Tensor | None
     seconds: float  # measured, or measured + extrapolated when stopped
-    peak_bytes: int  # a lower bound when stopped (the attention mask grows with the KV length)
+    peak_bytes: int  # a lower bound when stopped (the K/V cache grows with every chunk)
     measured_chunks: int
     total_chunks: int
 
