@@ -70,9 +70,10 @@ def test_bench_generators_write_the_same_phantom_in_both_formats(tmp_path):
 
 
 def test_bench_ct_reports_times_and_memory(tmp_path):
-    report = run_ct_bench((4, 32, 32), ["nifti", "dicom"], tmp_path)
-    assert report["shape"] == [4, 32, 32]
+    report = run_ct_bench((4, 32, 32), ["nifti", "dicom"], tmp_path, repeat=2)
+    assert report["shape"] == [4, 32, 32] and report["repeat"] == 2
     for figures in report["formats"].values():
         assert figures["decode_s"] > 0 and figures["slices_s"] > 0
         assert figures["time_ratio"] == pytest.approx(figures["slices_s"] / figures["decode_s"])
+        assert 0 < figures["decode_cpu_s"] and figures["cpu_ratio"] == pytest.approx(figures["slices_cpu_s"] / figures["decode_cpu_s"])
         assert figures["slices_peak_rss_mb"] >= figures["interpreter_rss_mb"] > 0
