@@ -9,7 +9,7 @@ runs in a fresh interpreter so its peak RSS (VmHWM) is that measurement's own:
 
 - decode floor: nibabel / pydicom decoding the voxels into one array, nothing else (DICOM:
   ``pydicom.pixels.iter_pixels`` per file, the decoder routine ``load_ct`` uses; ``pixel_array``
-  takes ~2x longer on uncompressed data and would flatter the ratio);
+  is slower on uncompressed data, up to 2x, and would flatter the ratio);
 - slices: ``load_ct`` + ``ct_to_slices(every=1)`` rendering every slice (3 windows, 336 px).
 
 With ``repeat`` > 1 the two run alternately ``repeat`` times and the fastest of each counts (the

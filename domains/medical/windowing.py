@@ -8,9 +8,8 @@ replicated to three channels, because the vision encoder takes RGB.
 Slices are resized in HU (bilinear, antialiased) to the processor's size with the physical
 in-plane aspect, then windowed: int16 slices through a 65536-entry packed-RGB lookup table.
 The resize uses Pillow's BILINEAR weights (a triangle filter widened by the shrink factor, rows
-normalised at the borders) applied as banded float32 matrix products: the same values as
-Pillow's float resize (to float32 rounding), ~2x faster, which keeps rendering a whole CT within
-the ``bench ct`` budget.
+normalised at the borders) applied as banded float32 matrix products: the values of Pillow's
+float resize (to float32 rounding) in about half its time, the bulk of rendering a slice.
 """
 
 from __future__ import annotations
