@@ -34,7 +34,7 @@ def test_ct_slices_on_the_real_nifti(tmp_path, capsys):
 
 def test_ct_slices_on_the_real_dicom_series_with_one_gray_window(tmp_path, capsys):
     out = tmp_path / "dicom"
-    code = main(["ct-slices", str(FIXTURES / "example_ct_dicom"), "--out", str(out), "--window", "lung", "--num-slices", "5", "--size", "128", "--json"])
+    code = main(["ct-slices", str(FIXTURES / "example_ct_dicom"), "--out", str(out), "--window", "lung", "--num-slices", "5", "--size", "128", "--workers", "2", "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_slices"] == 5 and summary["shape"] == [20, 512, 512]
@@ -70,10 +70,11 @@ def test_bench_generators_write_the_same_phantom_in_both_formats(tmp_path):
 
 
 def test_bench_ct_reports_times_and_memory(tmp_path):
-    report = run_ct_bench((4, 32, 32), ["nifti", "dicom"], tmp_path, repeat=2)
+    report = run_ct_bench((4, 32, 32), ["nifti", "dicom"], tmp_path, repeat=2, workers=3)
     assert report["shape"] == [4, 32, 32] and report["repeat"] == 2
+    assert (report["decode_threads"], report["render_threads"]) == (1, 3)
     for figures in report["formats"].values():
-        assert figures["decode_s"] > 0 and figures["slices_s"] > 0
+        assert 0 < figures["decode_s"] <= figures["decode_s_slowest"] and 0 < figures["slices_s"] <= figures["slices_s_slowest"]
         assert figures["time_ratio"] == pytest.approx(figures["slices_s"] / figures["decode_s"])
         assert 0 < figures["decode_cpu_s"] and figures["cpu_ratio"] == pytest.approx(figures["slices_cpu_s"] / figures["decode_cpu_s"])
         assert figures["slices_peak_rss_mb"] >= figures["interpreter_rss_mb"] > 0

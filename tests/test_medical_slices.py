@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +135,7 @@ def test_ct_to_slices_is_lazy_and_traces_index_and_z(monkeypatch):
     rendered = []
     real_render = slices_module.render_slice
     monkeypatch.setattr(slices_module, "render_slice", lambda hu, *a: rendered.append(int(hu[0, 0])) or real_render(hu, *a))
-    sequence = ct_to_slices(_volume(12), windows="lung", every=3, size=16)
+    sequence = ct_to_slices(_volume(12), windows="lung", every=3, size=16, workers=1)
     assert isinstance(sequence, CTSliceSequence) and len(sequence) == 4 and rendered == []
     assert sequence.indices == [0, 3, 6, 9] and sequence.z_mm == [-50.0, -44.0, -38.0, -32.0]
     third = sequence[2]
@@ -145,6 +147,92 @@ def test_ct_to_slices_is_lazy_and_traces_index_and_z(monkeypatch):
     assert [s.index for s in sequence[1:3]] == [3, 6]
 
 
+def _pixels(items) -> list[tuple[int, float, bytes]]:
+    return [(item.index, item.z_mm, item.image.mode, item.image.size, item.image.tobytes()) for item in items]
+
+
+@pytest.mark.parametrize("fixture, windows", [("example_ct.nii.gz", "lung,mediastinum,bone"), ("example_ct_dicom", "abdomen")])
+def test_threaded_rendering_is_pixel_exact_and_in_order(fixture, windows):
+    volume = load_ct(FIXTURES / fixture)
+    serial = _pixels(ct_to_slices(volume, windows=windows, every=1, size=200, workers=1))
+    assert [index for index, *_ in serial] == list(range(volume.shape[0]))
+    for workers in (2, 3):
+        sequence = ct_to_slices(volume, windows=windows, every=1, size=200, workers=workers)
+        assert _pixels(sequence) == serial
+        assert _pixels(sequence[3:9]) == serial[3:9]
+
+
+def test_default_workers_are_the_usable_cores_up_to_four(monkeypatch):
+    monkeypatch.setattr(slices_module.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert slices_module.default_render_workers() == 4 and ct_to_slices(_volume(3)).workers == 4
+    monkeypatch.setattr(slices_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert ct_to_slices(_volume(3)).workers == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="workers must be a whole number >= 1"):
+            ct_to_slices(_volume(3), workers=bad)
+
+
+def _ct_slice_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ct-slices")]
+
+
+def test_threaded_iteration_keeps_a_bounded_number_of_slices_in_flight(monkeypatch):
+    started: list[int] = []
+    real_render = slices_module.render_slice
+    monkeypatch.setattr(slices_module, "render_slice", lambda hu, *a: started.append(int(hu[0, 0])) or real_render(hu, *a))
+    sequence = ct_to_slices(_volume(40), windows="lung", every=1, size=8, workers=3)
+    assert sequence.max_in_flight == 6
+    iterator = iter(sequence)
+    assert started == [] and _ct_slice_threads() == []  # lazy: nothing starts before the first next()
+    seen = []
+    for item in iterator:
+        seen.append(item.index)
+        time.sleep(0.002)  # a slow consumer: the workers would run ahead if they were not bounded
+        assert len(seen) <= len(started) <= len(seen) + sequence.max_in_flight - 1
+    assert seen == list(range(40)) and sorted(started) == [k * 100 - 1000 for k in range(40)]
+    assert _ct_slice_threads() == []
+
+
+def test_an_error_in_a_worker_reaches_the_caller_unchanged_after_the_slices_before_it(monkeypatch):
+    real_render = slices_module.render_slice
+
+    def render(hu, *args):
+        if hu[0, 0] == -500:  # slice 5
+            raise InputError("slice 5: cannot render this slice")
+        return real_render(hu, *args)
+
+    monkeypatch.setattr(slices_module, "render_slice", render)
+    seen = []
+    with pytest.raises(InputError) as error:
+        for item in ct_to_slices(_volume(20), windows="lung", every=1, size=8, workers=2):
+            seen.append(item.index)
+    assert str(error.value) == "slice 5: cannot render this slice" and seen == [0, 1, 2, 3, 4]
+    assert _ct_slice_threads() == []
+
+
+def test_stopping_a_threaded_iteration_early_returns_at_once_and_ends_the_threads(monkeypatch):
+    started: list[int] = []
+    real_render = slices_module.render_slice
+
+    def slow_render(hu, *args):
+        started.append(int(hu[0, 0]))
+        time.sleep(0.01)
+        return real_render(hu, *args)
+
+    monkeypatch.setattr(slices_module, "render_slice", slow_render)
+    sequence = ct_to_slices(_volume(500), windows="lung", every=1, size=8, workers=2)
+    iterator = iter(sequence)
+    assert [next(iterator).index for _ in range(3)] == [0, 1, 2]
+    start = time.perf_counter()
+    iterator.close()
+    assert time.perf_counter() - start < 1.0  # 497 queued renders at 10 ms each would take 2.5 s
+    assert len(started) <= 3 + sequence.max_in_flight and _ct_slice_threads() == []
+    for item in sequence:  # a dropped iterator (break) ends the same way
+        if item.index == 1:
+            break
+    assert _ct_slice_threads() == []
+
+
 def test_real_nifti_slices_default_selection_and_order():
     volume = load_ct(FIXTURES / "example_ct.nii.gz")
     sequence = ct_to_slices(volume)
@@ -154,7 +242,9 @@ def test_real_nifti_slices_default_selection_and_order():
     assert sequence.windows == parse_windows("lung,mediastinum,bone")
 
 
-@pytest.mark.parametrize("shape, size_wh", [((512, 512), (336, 336)), ((101, 122), (336, 278)), ((200, 100), (100, 100)), ((40, 70), (13, 9))])
+@pytest.mark.parametrize(
+    "shape, size_wh", [((512, 512), (336, 336)), ((1024, 700), (230, 336)), ((101, 122), (336, 278)), ((200, 100), (100, 100)), ((40, 70), (13, 9))]
+)
 def test_resample_matches_pillows_bilinear_resize(shape, size_wh):
     hu = np.random.default_rng(3).normal(0, 500, shape).astype(np.float32)
     expected = np.asarray(Image.fromarray(hu).resize(size_wh, Image.Resampling.BILINEAR))
@@ -163,6 +253,17 @@ def test_resample_matches_pillows_bilinear_resize(shape, size_wh):
     assert rounded.dtype == np.int16
     reference = np.rint(np.asarray(Image.fromarray(np.rint(hu)).resize(size_wh, Image.Resampling.BILINEAR)))
     assert np.abs(rounded - reference).max() <= 1 and (rounded != reference).mean() < 1e-3  # ties may round apart
+
+
+def test_resize_bands_cover_every_output_once_and_stay_single_threaded_in_blas():
+    from longllava.domains.medical.windowing import _SINGLE_THREAD_PRODUCT, _resize_bands
+
+    for n_in, n_out, other in [(512, 336, 512), (1024, 336, 1024), (2048, 336, 336), (300, 600, 600)]:
+        bands = _resize_bands(n_in, n_out, other)
+        assert [k for out, _, _ in bands for k in range(out.start, out.stop)] == list(range(n_out))
+        assert all(w.shape == (out.stop - out.start, used.stop - used.start) for out, used, w in bands)
+        assert max(w.size * other for _, _, w in bands) <= _SINGLE_THREAD_PRODUCT
+    assert all(out.stop - out.start == 16 for out, _, _ in _resize_bands(512, 336, 512)[:-1])  # the usual CT case keeps full bands
 
 
 def test_resample_of_reversed_views_equals_resample_of_copies():

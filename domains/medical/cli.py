@@ -25,6 +25,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     select.add_argument("--num-slices", type=int, help="exactly N evenly spaced slices (all if fewer)")
     select.add_argument("--z-spacing", type=float, help="one slice per MM millimetres")
     slices.add_argument("--size", type=int, default=336, help="longer side of the output images in pixels (default 336)")
+    slices.add_argument("--workers", type=int, help="threads that render the slices (default: the usable cores, at most 4; 1: serial)")
     slices.add_argument("--series", help="SeriesInstanceUID or SeriesNumber when the DICOM input mixes series")
     slices.add_argument("--allow-non-ct", action="store_true", help="accept non-CT DICOM (values are then not HU)")
     slices.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -36,6 +37,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ct_bench.add_argument("--workdir", type=Path, help="where to write the generated files (default: a temporary folder)")
     ct_bench.add_argument(
         "--repeat", type=int, default=3, help="run decode and slices alternately N times, keep the fastest of each (default 3)"
+    )
+    ct_bench.add_argument(
+        "--workers", type=int, help="threads that render the slices (default: the usable cores, at most 4; 1: serial)"
     )
     ct_bench.add_argument("--json", action="store_true")
     ct_bench.set_defaults(func=_bench_ct)
@@ -55,6 +59,7 @@ def _ct_slices(args: argparse.Namespace) -> int:
         num_slices=args.num_slices,
         z_spacing_mm=args.z_spacing,
         size=args.size,
+        workers=args.workers,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -94,6 +99,6 @@ def _bench_ct(args: argparse.Namespace) -> int:
     from longllava.domains.medical.bench import format_report, run_ct_bench
 
     shape = tuple(int(v) for v in args.shape.split(","))
-    report = run_ct_bench(shape, [f.strip() for f in args.formats.split(",")], args.workdir, args.repeat)
+    report = run_ct_bench(shape, [f.strip() for f in args.formats.split(",")], args.workdir, args.repeat, args.workers)
     print(json.dumps(report) if args.json else format_report(report))
     return 0

@@ -1,12 +1,18 @@
 """Slice selection and lazy slice rendering: a CT volume -> RGB images with their index and z (mm).
 
-Images are rendered on access, one at a time, from the volume's HU array (windowing + resizing
-need a few MB per slice), so a whole scan never exists twice in memory.
+Images are rendered on access from the volume's HU array (windowing + resizing need a few MB per
+slice), so a whole scan never exists twice in memory. Iterating renders ahead in a small thread
+pool (slices are independent, and the resize's matrix products and Pillow's unpacking release the
+GIL), yielding in order with at most ``2 * workers`` slices rendered or rendering ahead of the
+consumer; indexing renders the one slice asked for, in the caller's thread.
 """
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import overload
 
@@ -19,6 +25,13 @@ from longllava.errors import InputError
 
 DEFAULT_MAX_SLICES = 256  # the paper evaluates 100-984 slices; 256 is the median CT-RATE depth
 DEFAULT_SIZE = 336  # CLIP ViT-L/14-336 input side
+MAX_DEFAULT_WORKERS = 4  # a slice renders in ~1 ms: more threads mostly contend for the GIL
+
+
+def default_render_workers() -> int:
+    """Threads that render slices by default: the cores this process may use, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores))
 
 
 @dataclass(frozen=True)
@@ -69,13 +82,25 @@ def select_slice_indices(
 
 
 class CTSliceSequence(Sequence[CTSlice]):
-    """The selected slices of a volume, rendered lazily: ``len``, indexing and iteration."""
+    """The selected slices of a volume, rendered lazily: ``len``, indexing and iteration.
 
-    def __init__(self, volume: CTVolume, indices: list[int], windows: tuple[Window, ...], size: int):
+    Iteration (and slicing) render with ``workers`` threads, ``max_in_flight`` slices ahead at
+    most; ``workers=1`` renders each slice when it is asked for, in the caller's thread.
+    """
+
+    def __init__(self, volume: CTVolume, indices: list[int], windows: tuple[Window, ...], size: int, workers: int = 1):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InputError(f"workers must be a whole number >= 1 (1 renders in the calling thread), got {workers!r}")
         self.volume = volume
         self.indices = indices
         self.windows = windows
         self.size = size
+        self.workers = workers
+
+    @property
+    def max_in_flight(self) -> int:
+        """Slices submitted to the pool and not yet yielded, at most: one rendering and one queued per worker."""
+        return 2 * self.workers
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -86,15 +111,36 @@ class CTSliceSequence(Sequence[CTSlice]):
     def __getitem__(self, item: slice) -> list[CTSlice]: ...
     def __getitem__(self, item: int | slice) -> CTSlice | list[CTSlice]:
         if isinstance(item, slice):
-            return [self._render(i) for i in self.indices[item]]
+            return list(self._rendered(self.indices[item]))
         return self._render(self.indices[item])
 
     def __iter__(self) -> Iterator[CTSlice]:
-        return (self._render(i) for i in self.indices)
+        return self._rendered(self.indices)
 
     @property
     def z_mm(self) -> list[float]:
         return [float(self.volume.slice_z_mm[i]) for i in self.indices]
+
+    def _rendered(self, indices: list[int]) -> Iterator[CTSlice]:
+        """``indices`` rendered in order; a generator, so nothing starts before the first ``next``."""
+        if self.workers == 1 or len(indices) < 2:
+            yield from map(self._render, indices)
+            return
+        with ThreadPoolExecutor(min(self.workers, len(indices)), thread_name_prefix="ct-slices") as pool:
+            pending: deque[Future[CTSlice]] = deque()
+            try:
+                for index in indices:
+                    if len(pending) == self.max_in_flight:
+                        # result() re-raises a worker's exception as it was raised there.
+                        yield pending.popleft().result()
+                    pending.append(pool.submit(self._render, index))
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                # Early stop (close, an error, the iterator dropped): drop the queued renders, so
+                # leaving the pool waits for the at most ``workers`` running ones only.
+                for future in pending:
+                    future.cancel()
 
     def _render(self, index: int) -> CTSlice:
         image = render_slice(self.volume.hu[index], self.windows, self.volume.spacing_mm[1:], self.size)
@@ -110,15 +156,18 @@ def ct_to_slices(
     num_slices: int | None = None,
     z_spacing_mm: float | None = None,
     size: int = DEFAULT_SIZE,
+    workers: int | None = None,
 ) -> CTSliceSequence:
     """Axial slices of ``volume`` as RGB images (three windows as channels, or one window as gray).
 
     ``windows`` takes preset names (lung, mediastinum, abdomen, bone, brain), ``WIDTH/LEVEL``
     strings or :class:`Window` objects. See :func:`select_slice_indices` for the selection rules.
+    ``workers``: threads that render while iterating (default :func:`default_render_workers`;
+    1 renders serially in the caller's thread); the images are the same whatever the count.
     """
     if size < 1:
         raise InputError(f"size must be >= 1 pixel, got {size}")
     indices = select_slice_indices(
         volume.slice_z_mm, max_slices=max_slices, every=every, num_slices=num_slices, z_spacing_mm=z_spacing_mm
     )
-    return CTSliceSequence(volume, indices, parse_windows(windows), size)
+    return CTSliceSequence(volume, indices, parse_windows(windows), size, default_render_workers() if workers is None else workers)
