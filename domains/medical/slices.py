@@ -2,8 +2,8 @@
 
 Images are rendered on access from the volume's HU array (windowing + resizing need a few MB per
 slice), so a whole scan never exists twice in memory. Iterating renders ahead in a small thread
-pool (slices are independent, and the resize's matrix products and Pillow's unpacking release the
-GIL), yielding in order with at most ``2 * workers`` slices rendered or rendering ahead of the
+pool (slices are independent, and the bulk of a render, numpy's matrix products and casts, runs
+without the GIL), yielding in order with at most ``2 * workers`` slices rendered or rendering ahead of the
 consumer; indexing renders the one slice asked for, in the caller's thread.
 """
 
@@ -25,7 +25,7 @@ from longllava.errors import InputError
 
 DEFAULT_MAX_SLICES = 256  # the paper evaluates 100-984 slices; 256 is the median CT-RATE depth
 DEFAULT_SIZE = 336  # CLIP ViT-L/14-336 input side
-MAX_DEFAULT_WORKERS = 4  # a slice renders in ~1 ms: more threads mostly contend for the GIL
+MAX_DEFAULT_WORKERS = 4  # the Python between a render's numpy calls holds the GIL: returns shrink with more threads
 
 
 def default_render_workers() -> int:
