@@ -101,10 +101,16 @@ def _clip_vision(hidden: int, intermediate: int, layers: int, heads: int, projec
 def tiny_config(vocab_size: int) -> LongLlavaConfig:
     """Same architecture as the released models at toy widths: 8 layers (attention at layer 4, Mamba
     elsewhere), MoE with 4 experts top-2 on odd layers, CLIP with the real 24x24 patch grid."""
+    hidden = 64
     text = JambaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=128, num_hidden_layers=8,
         num_attention_heads=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
         mamba_dt_rank=8, **_HYBRID_LAYOUT,
+        # Jamba's default std 0.02 suits 4096-wide layers (~1/sqrt(width)); at width 64 it shrinks
+        # every projection's output ~6x, so a fresh Mamba layer's output is ~1/300 of the residual
+        # stream and nothing of an image reaches the answer position: a model trained from scratch
+        # could not even fit 16 images. 1/sqrt(width) keeps signals at unit scale.
+        initializer_range=hidden**-0.5,
     )
     vision = _clip_vision(hidden=32, intermediate=64, layers=2, heads=2, projection=32)
     return LongLlavaConfig(vision_config=vision, text_config=text, image_encode_batch_size=32)

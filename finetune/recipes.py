@@ -54,6 +54,10 @@ class Recipe:
     init_from: str = ""  # the model a recipe is meant to start from (documentation + default --model)
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = True
+    # Batches are drawn from mega-batches of this many batches sorted by length (little padding).
+    # 1 = plain shuffled batches: needed when length gives the task away (synthetic tasks), since
+    # length-grouped batches would then each hold one task and the model would chase each in turn.
+    length_group_batches: int = 50
     seed: int = 42
 
     def __post_init__(self):
@@ -101,10 +105,10 @@ RECIPES: dict[str, Recipe] = {
         "synthetic-default",
         "The embedded default model: a tiny LongLLaVA trained from scratch on synthetic CT-like "
         "volumes, scenes and needles (a synthetic-task model, not a medical or RS model).",
-        trainable="language_model+projector", learning_rate=3e-3, lr_scheduler="constant_with_warmup",
+        trainable="language_model+projector", learning_rate=2e-3, lr_scheduler="cosine",
         warmup_ratio=0.03, weight_decay=0.0, batch_size=4,
         max_length=8192, packing=False, data_format="synthetic", init_from="tiny-random",
-        gradient_checkpointing=False, seed=0,
+        gradient_checkpointing=False, length_group_batches=1, seed=0,
     ),
 }
 

@@ -68,21 +68,29 @@ CT_COUNT_Q = "How many lesions are there? Answer with a number."
 SCENE_PRESENCE_Q = "Is there a ship in this scene? Answer yes or no."
 SCENE_COUNT_Q = "How many ships are there? Answer with a number."
 SCENE_TILE_Q = "Which tile contains the ship? Answer with the row and column."
+SLICE_LESION_Q = "Is there a lesion in this slice? Answer yes or no."
+TILE_SHIP_Q = "Is there a ship in this tile? Answer yes or no."
+MARK_COLOUR_Q = "What colour is the square mark? Answer with one word."
 TASK_GROUPS = {  # question type -> reported group (targets: presence and needle >= 90%, counting >= 70%)
     "ct_presence": "presence", "scene_presence": "presence",
     "ct_count": "counting", "scene_count": "counting",
     "ct_slice": "localisation", "scene_tile": "localisation",
     "needle": "needle",
+    # one image of a volume / scene / needle set, asked alone (trained on; not a target)
+    "slice_lesion": "single-image", "tile_ship": "single-image", "mark_colour": "single-image",
 }
+# Calcified-nodule density: bright in all three default windows (lung, mediastinum, bone), so a
+# lesion differs in colour from the soft-tissue body around the lungs, not only in brightness.
+LESION_HU = 500
 
 
 @dataclass
 class SyntheticSpec:
     """Sizes of one synthetic task set. Defaults: what the default model trains on."""
 
-    volumes: int = 160
-    scenes: int = 160
-    needles: int = 320
+    volumes: int = 120
+    scenes: int = 120
+    needles: int = 240
     ct_slices: int = 4
     ct_size: int = 64
     scene_size: int = 672
@@ -98,8 +106,8 @@ class SyntheticSpec:
 
 
 def make_ct_volume(rng: np.random.Generator, num_lesions: int, slices: int, size: int):
-    """HU volume (z, y, x): air, a soft-tissue body, two lungs, and ``num_lesions`` dense round
-    lesions in the lungs, each in one slice, at distinct slices where possible. Returns the volume
+    """HU volume (z, y, x): air, a soft-tissue body, two lungs, and ``num_lesions`` dense (calcified,
+    ``LESION_HU``) round lesions in the lungs, each in one slice, at distinct slices where possible. Returns the volume
     and the lesions as (z, y, x, radius) in voxels."""
     yy, xx = np.mgrid[:size, :size]
     c = size / 2
@@ -121,7 +129,7 @@ def make_ct_volume(rng: np.random.Generator, num_lesions: int, slices: int, size
             disc = (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
             if (disc & ~(left | right)).sum() == 0:
                 break
-        volume[z][disc] = 180
+        volume[z][disc] = LESION_HU
         lesions.append((int(z), int(y), int(x), radius))
     return volume.astype(np.int16), lesions
 
@@ -190,6 +198,12 @@ def _records(rid, images, qas, rng, multi_turn, **meta) -> list:
                    meta={"type": qtype, "group": TASK_GROUPS[qtype], **meta}) for q, a, qtype in qas]
 
 
+def _object_count(rng: np.random.Generator, maximum: int) -> int:
+    """0 with probability 1/2, else uniform in 1..maximum: presence questions are balanced, so a
+    model that always answers "yes" (or "no") scores 50%, and every count occurs."""
+    return 0 if rng.random() < 0.5 else int(rng.integers(1, maximum + 1))
+
+
 def _save(image: Image.Image, path) -> str:
     image.save(path, compress_level=1)  # fast to write; still lossless
     return str(path)
@@ -215,23 +229,23 @@ def generate_task_set(out_dir, spec: SyntheticSpec, haystack: Sequence[Any], pro
     total = spec.volumes + spec.scenes + spec.needles
     bar = tqdm(total=total, desc=f"synthetic tasks ({out.name})", disable=not progress)
     for v in range(spec.volumes):
-        count = int(rng.integers(0, spec.max_lesions + 1)) if v % 2 else int(rng.integers(1, spec.max_lesions + 1))
+        count = _object_count(rng, spec.max_lesions)
         volume, lesions = make_ct_volume(rng, count, spec.ct_slices, spec.ct_size)
         nifti = out / f"ct{v:04d}.nii.gz"
         write_nifti(volume, nifti)
         ct = load_ct(nifti)
         slices = list(ct_to_slices(ct))
         frames = [_save(s.image, out / f"ct{v:04d}_s{k}.png") for k, s in enumerate(slices)]
-        meta = {"layout": "stack", "file": str(nifti)}
-        qas = [(CT_PRESENCE_Q, "yes" if lesions else "no", "ct_presence"), (CT_COUNT_Q, str(len(lesions)), "ct_count")]
         # frame numbers (1-based, in the loader's z-ascending order) read back from the loaded HU
         lesion_frames = [k + 1 for k, s in enumerate(slices) if (ct.hu[s.index] >= 150).any()]
+        meta = {"layout": "stack", "file": str(nifti), "lesion_frames": lesion_frames}
+        qas = [(CT_PRESENCE_Q, "yes" if lesions else "no", "ct_presence"), (CT_COUNT_Q, str(len(lesions)), "ct_count")]
         if len(lesions) == 1 and len(lesion_frames) == 1:
             qas.append((CT_SLICE_Q, str(lesion_frames[0]), "ct_slice"))
         records += _records(f"ct{v}", frames, qas, rng, spec.multi_turn, **meta)
         bar.update()
     for s in range(spec.scenes):
-        count = int(rng.integers(0, spec.max_ships + 1)) if s % 2 else 1
+        count = _object_count(rng, spec.max_ships)
         raster, ships = make_scene(rng, count, spec.scene_size)
         tif = out / f"scene{s:04d}.tif"
         write_geotiff(raster, tif)
@@ -239,7 +253,8 @@ def generate_task_set(out_dir, spec: SyntheticSpec, haystack: Sequence[Any], pro
             grid = tile_scene(scene, tile=336)
             thumb = _save(grid.thumbnail, out / f"scene{s:04d}_global.png")
             tiles = [_save(t.image(), out / f"scene{s:04d}_r{t.row}c{t.col}.png") for t in grid.tiles]
-            meta = {"layout": "highres", "grid": [grid.rows, grid.cols], "file": str(tif)}
+            meta = {"layout": "highres", "grid": [grid.rows, grid.cols], "file": str(tif),
+                    "ship_tiles": [list(ship[:2]) for ship in ships]}
         images = [thumb, *tiles]
         qas = [(SCENE_PRESENCE_Q, "yes" if ships else "no", "scene_presence"), (SCENE_COUNT_Q, str(len(ships)), "scene_count")]
         if len(ships) == 1:
@@ -258,6 +273,38 @@ def generate_task_set(out_dir, spec: SyntheticSpec, haystack: Sequence[Any], pro
         bar.update()
     bar.close()
     return records
+
+
+def single_image_records(records: Sequence[Any]) -> list:
+    """One record per image of the task set's volumes, scenes and needle sets, asking about that
+    image alone: is there a lesion in this slice, a ship in this tile, what colour is the mark.
+
+    These are the default model's single-image stage (the paper's stage II before multi-image
+    stage III): short samples that teach the projector and the LM to read an image cheaply, which
+    the multi-image questions (presence, counting, needle) then build on."""
+    from longllava.core.records import Record
+
+    def record(rid, image, question, answer, qtype):
+        convo = [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}]
+        return Record(rid, [image], convo, source=f"synthetic:{rid}", meta={"type": qtype, "group": TASK_GROUPS[qtype]})
+
+    out, seen = [], set()
+    for r in records:
+        key = r.id.split("-")[0]
+        if key in seen:
+            continue
+        seen.add(key)
+        meta = r.meta
+        if "lesion_frames" in meta:
+            out += [record(f"{key}-s{k + 1}", image, SLICE_LESION_Q, "yes" if k + 1 in meta["lesion_frames"] else "no", "slice_lesion")
+                    for k, image in enumerate(r.images)]
+        elif "ship_tiles" in meta:
+            cols = meta["grid"][1]
+            out += [record(f"{key}-t{k}", image, TILE_SHIP_Q, "yes" if [k // cols, k % cols] in meta["ship_tiles"] else "no", "tile_ship")
+                    for k, image in enumerate(r.images[1:])]
+        elif "needle_index" in meta:
+            out.append(record(f"{key}-mark", r.images[meta["needle_index"]], MARK_COLOUR_Q, r.answer, "mark_colour"))
+    return out
 
 
 def default_haystack(fixtures_dir, count: int = 48) -> list[Image.Image]:

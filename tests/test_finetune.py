@@ -178,6 +178,13 @@ def test_collate_pads_as_a_separate_segment_and_sampler_groups_lengths():
         sampler.set_epoch(epoch)
         orders.add(tuple(map(tuple, ([sorted(lengths[i] for i in list(sampler)[k : k + 2]) for k in range(0, 8, 2)]))))
     assert len(orders) > 1  # batch order is shuffled, not longest-first every time
+    # mega=1 (recipes whose length gives the task away): plain shuffled batches that mix lengths
+    task_lengths = [100, 200] * 16
+    mixed = list(LengthGroupedSampler(task_lengths, batch_size=4, seed=0, mega=1))
+    assert sorted(mixed) == list(range(32))
+    assert sum(len({task_lengths[i] for i in mixed[k : k + 4]}) == 2 for k in range(0, 32, 4)) >= 4
+    grouped = list(LengthGroupedSampler(task_lengths, batch_size=4, seed=0, mega=8))
+    assert all(len({task_lengths[i] for i in grouped[k : k + 4]}) == 1 for k in range(0, 32, 4))
 
 
 def test_replay_mix_draws_the_configured_shares():
@@ -300,26 +307,29 @@ def test_two_process_cpu_deepspeed_zero3_run_completes_with_an_idle_expert(tmp_p
 
 @pytest.mark.slow
 def test_synthetic_default_reduced_build_learns(tmp_path):
-    """The default model's recipe at a fraction of its size. It asserts learning, not the full
-    build's targets (those are reported by `longllava finetune --recipe synthetic-default`): the loss
-    falls, and on held-out presence questions the trained model beats both the untrained one (which
-    answers garbage) and coin flipping."""
-    from longllava.finetune.default_model import build_default_model
-    from longllava.finetune.synthetic import SyntheticSpec
-
-    spec = SyntheticSpec(volumes=16, scenes=16, needles=16, multi_turn=True, seed=3)
-    heldout = SyntheticSpec(volumes=8, scenes=8, needles=4, seed=77)
-    report = build_default_model(tmp_path / "default", spec=spec, heldout=heldout, epochs=3, progress=False)
-    log = [json.loads(l) for l in (tmp_path / "default" / "train_log.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in log if "loss" in r]
-    assert losses[-1] < 0.6 * losses[0]
-    assert report["heldout"]["group/presence"] > 0.5
-    assert set(report["targets"]) == {"presence", "needle", "counting"}
+    """The default model's two-stage recipe at a fraction of its size (16 volumes, 16 scenes, 8 needle
+    sets). It asserts learning, not the full build's targets (those are in the build's report and the
+    README): both stages' losses fall, and held-out presence and counting answers beat guessing
+    uniformly among the answers (1/2, 1/4) and the untrained model. At this size the model learns the
+    answer formats and their distribution; reading the images takes the full task set."""
     from longllava.core.pipeline import LongLlava
-    from longllava.finetune.default_model import evaluate_synthetic
-    from longllava.finetune.synthetic import default_haystack, generate_task_set
+    from longllava.finetune.default_model import build_default_model, evaluate_synthetic
+    from longllava.finetune.synthetic import SyntheticSpec, default_haystack, generate_task_set
+
+    spec = SyntheticSpec(volumes=16, scenes=16, needles=8, multi_turn=True, seed=3)
+    heldout = SyntheticSpec(volumes=8, scenes=8, needles=4, seed=77)
+    out = tmp_path / "default"
+    report = build_default_model(out, spec=spec, heldout=heldout, epochs=2, single_image_epochs=6, progress=False)
+    for log_path in (out / "single-image" / "train_log.jsonl", out / "train_log.jsonl"):
+        losses = [json.loads(l)["loss"] for l in log_path.read_text().splitlines() if '"loss"' in l]
+        assert losses[-1] < 0.6 * losses[0], log_path
+    assert set(report["targets"]) == {"presence", "needle", "counting"}
+    assert set(report["majority_answer_share"]) == {"presence", "needle", "counting", "localisation"}
+    assert (out / "final" / "config.json").is_file() and (out / "training_curve.png").is_file()
+    assert report["heldout"]["group/presence"] > 0.5 and report["heldout"]["group/counting"] > 0.25
 
     records = [r for r in generate_task_set(tmp_path / "again", heldout, default_haystack(REPO / "tests" / "fixtures"), False)
-               if r.meta["group"] == "presence"]
+               if r.meta["group"] in ("presence", "counting")]
     untrained = evaluate_synthetic(LongLlava(*build_preset("tiny-random")), records)
     assert untrained["group/presence"] < report["heldout"]["group/presence"]
+    assert untrained["group/counting"] < report["heldout"]["group/counting"]
