@@ -282,11 +282,9 @@ def single_image_records(records: Sequence[Any]) -> list:
     These are the default model's single-image stage (the paper's stage II before multi-image
     stage III): short samples that teach the projector and the LM to read an image cheaply, which
     the multi-image questions (presence, counting, needle) then build on."""
-    from longllava.core.records import Record
 
     def record(rid, image, question, answer, qtype):
-        convo = [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}]
-        return Record(rid, [image], convo, source=f"synthetic:{rid}", meta={"type": qtype, "group": TASK_GROUPS[qtype]})
+        return _records(rid, [image], [(question, answer, qtype)], None, False)[0]
 
     out, seen = [], set()
     for r in records:
