@@ -98,14 +98,15 @@ def _clip_vision(hidden: int, intermediate: int, layers: int, heads: int, projec
     )
 
 
-def tiny_config(vocab_size: int) -> LongLlavaConfig:
+def tiny_config(vocab_size: int, mamba_d_state: int = 16) -> LongLlavaConfig:
     """Same architecture as the released models at toy widths: 8 layers (attention at layer 4, Mamba
-    elsewhere), MoE with 4 experts top-2 on odd layers, CLIP with the real 24x24 patch grid."""
+    elsewhere), MoE with 4 experts top-2 on odd layers, CLIP with the real 24x24 patch grid.
+    ``mamba_d_state``: the SSM state per channel (16 as released; the default model uses 8)."""
     hidden = 64
     text = JambaConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=128, num_hidden_layers=8,
         num_attention_heads=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
-        mamba_dt_rank=8, **_HYBRID_LAYOUT,
+        mamba_dt_rank=8, **{**_HYBRID_LAYOUT, "mamba_d_state": mamba_d_state},
         # Jamba's default std 0.02 suits 4096-wide layers (~1/sqrt(width)); at width 64 it shrinks
         # every projection's output ~6x, so a fresh Mamba layer's output is ~1/300 of the residual
         # stream and nothing of an image reaches the answer position: a model trained from scratch

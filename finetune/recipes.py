@@ -106,8 +106,9 @@ RECIPES: dict[str, Recipe] = {
         "The embedded default model: a tiny LongLLaVA trained from scratch on synthetic CT-like "
         "volumes, scenes and needles (a synthetic-task model, not a medical or RS model).",
         trainable="language_model+projector", learning_rate=2e-3, lr_scheduler="cosine",
-        warmup_ratio=0.03, weight_decay=0.0, batch_size=4,
-        max_length=8192, packing=False, data_format="synthetic", init_from="tiny-random",
+        warmup_ratio=0.03, weight_decay=0.0, batch_size=1, num_epochs=1.5,
+        # packed rows of ~3 conversations: no padding, and the scan runs on power-of-two lengths
+        max_length=2048, packing=True, data_format="synthetic", init_from="tiny-random",
         gradient_checkpointing=False, length_group_batches=1, seed=0,
     ),
 }

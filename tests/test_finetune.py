@@ -305,6 +305,63 @@ def test_two_process_cpu_deepspeed_zero3_run_completes_with_an_idle_expert(tmp_p
     assert not any(k.startswith("vision_tower.") for k in moved)
 
 
+def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on_workers(tmp_path):
+    """Every answer is checked against the files the generator wrote, read back independently:
+    lesions = connected regions of calcified HU in the NIfTI, ships = tiles holding near-white
+    pixels, the needle = the image holding the named colour. Two threads write the same bytes as one."""
+    import numpy as np
+    from scipy import ndimage
+
+    from longllava.domains.medical.ct import load_ct
+    from longllava.finetune.synthetic import (
+        LESION_HU,
+        NEEDLE_COLOURS,
+        SyntheticSpec,
+        default_haystack,
+        generate_task_set,
+        single_image_records,
+    )
+
+    spec = SyntheticSpec(volumes=8, scenes=6, needles=4, seed=5)
+    haystack = default_haystack(REPO / "tests" / "fixtures")
+    serial = generate_task_set(tmp_path / "serial", spec, haystack, False, workers=1)
+    threaded = generate_task_set(tmp_path / "threaded", spec, haystack, False, workers=2)
+    assert [(r.id, r.conversations) for r in serial] == [(r.id, r.conversations) for r in threaded]
+    for a, b in zip(serial, threaded):
+        assert [Path(p).read_bytes() for p in a.images] == [Path(p).read_bytes() for p in b.images]
+
+    answers = {r.id: r.answer for r in serial}
+    counts = {"ct": set(), "scene": set()}
+    for r in serial:
+        if r.meta["type"] == "ct_count":
+            hu = load_ct(r.meta["file"]).hu
+            in_plane = np.zeros((3, 3, 3), dtype=bool)
+            in_plane[1] = ndimage.generate_binary_structure(2, 1)  # a lesion lies in one slice
+            _, lesions = ndimage.label(hu >= LESION_HU - 100, structure=in_plane)
+            assert r.answer == str(lesions) and answers[r.id.replace("ct_count", "ct_presence")] == ("yes" if lesions else "no")
+            assert len(r.meta["lesion_frames"]) == lesions and len(r.images) == spec.ct_slices
+            counts["ct"].add(lesions)
+        elif r.meta["type"] == "scene_count":
+            tiles = [np.asarray(Image.open(p).convert("RGB")) for p in r.images[1:]]  # images[0]: global view
+            with_ship = [k for k, t in enumerate(tiles) if (t.min(axis=-1) >= 240).sum() >= 200]
+            cols = r.meta["grid"][1]
+            assert with_ship == sorted(row * cols + col for row, col in r.meta["ship_tiles"])
+            assert r.answer == str(len(with_ship))
+            counts["scene"].add(len(with_ship))
+        elif r.meta["type"] == "needle":
+            colour = np.array(NEEDLE_COLOURS[r.answer])
+            holding = [k for k, p in enumerate(r.images) if (np.asarray(Image.open(p).convert("RGB")) == colour).all(-1).sum() > 100]
+            assert holding == [r.meta["needle_index"]]
+    assert 0 in counts["ct"] and len(counts["ct"]) >= 2 and 0 in counts["scene"] and len(counts["scene"]) >= 2
+
+    singles = single_image_records(serial)
+    lesion_slices = sum(len(r.meta["lesion_frames"]) for r in serial if r.meta["type"] == "ct_presence")
+    assert sum(r.answer == "yes" for r in singles if r.meta["type"] == "slice_lesion") == lesion_slices
+    assert sum(r.meta["type"] == "mark_colour" for r in singles) == spec.needles
+    with pytest.raises(ValueError, match="workers"):
+        generate_task_set(tmp_path / "none", spec, haystack, False, workers=0)
+
+
 @pytest.mark.slow
 def test_synthetic_default_reduced_build_learns(tmp_path):
     """The default model's two-stage recipe at a fraction of its size (16 volumes, 16 scenes, 8 needle
@@ -319,7 +376,7 @@ def test_synthetic_default_reduced_build_learns(tmp_path):
     spec = SyntheticSpec(volumes=16, scenes=16, needles=8, multi_turn=True, seed=3)
     heldout = SyntheticSpec(volumes=8, scenes=8, needles=4, seed=77)
     out = tmp_path / "default"
-    report = build_default_model(out, spec=spec, heldout=heldout, epochs=2, single_image_epochs=6, progress=False)
+    report = build_default_model(out, spec=spec, heldout=heldout, epochs=4, single_image_epochs=6, progress=False)
     for log_path in (out / "single-image" / "train_log.jsonl", out / "train_log.jsonl"):
         losses = [json.loads(l)["loss"] for l in log_path.read_text().splitlines() if '"loss"' in l]
         assert losses[-1] < 0.6 * losses[0], log_path
@@ -330,6 +387,6 @@ def test_synthetic_default_reduced_build_learns(tmp_path):
 
     records = [r for r in generate_task_set(tmp_path / "again", heldout, default_haystack(REPO / "tests" / "fixtures"), False)
                if r.meta["group"] in ("presence", "counting")]
-    untrained = evaluate_synthetic(LongLlava(*build_preset("tiny-random")), records)
+    untrained = evaluate_synthetic(LongLlava(*load_model(out / "init")), records)  # its initial weights
     assert untrained["group/presence"] < report["heldout"]["group/presence"]
     assert untrained["group/counting"] < report["heldout"]["group/counting"]
