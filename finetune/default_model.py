@@ -111,7 +111,6 @@ def build_default_model(
     heldout: SyntheticSpec | None = None,
     epochs: float | None = None,
     single_image_epochs: float = 1.0,
-    single_image_samples: int | None = None,
     replay_share: float = 0.25,
     max_steps: int | None = None,
     resume: bool = False,
@@ -132,11 +131,6 @@ def build_default_model(
     haystack = default_haystack(FIXTURES)
     task_records = generate_task_set(out / "data" / "train", spec, haystack, progress)
     single_records = single_image_records(task_records)
-    if single_image_samples is not None and len(single_records) > single_image_samples:
-        # every needle's mark (one per set) stays; slices and tiles are drawn to fill the rest
-        marks = [r for r in single_records if r.meta["type"] == "mark_colour"]
-        others = [r for r in single_records if r.meta["type"] != "mark_colour"]
-        single_records = marks + random.Random(spec.seed).sample(others, max(0, single_image_samples - len(marks)))
     eval_records = generate_task_set(out / "data" / "heldout", heldout, haystack, progress)
     generation_seconds = time.perf_counter() - start
     recipe = RECIPES["synthetic-default"]

@@ -107,7 +107,8 @@ RECIPES: dict[str, Recipe] = {
         "volumes, scenes and needles (a synthetic-task model, not a medical or RS model).",
         trainable="language_model+projector", learning_rate=2e-3, lr_scheduler="cosine",
         warmup_ratio=0.03, weight_decay=0.0, batch_size=1, num_epochs=1.5,
-        # packed rows of ~3 conversations: no padding, and the scan runs on power-of-two lengths
+        # packed rows of ~3 conversations (little padding). 1.5 multi-image epochs: the build then
+        # reaches 100% on held-out needles; one epoch gave 55-100% across the task-set variants tried
         max_length=2048, packing=True, data_format="synthetic", init_from="tiny-random",
         gradient_checkpointing=False, length_group_batches=1, seed=0,
     ),

@@ -218,7 +218,7 @@ def _volume_task(out, spec: SyntheticSpec, v: int, rng: np.random.Generator) -> 
     nifti = out / f"ct{v:04d}.nii.gz"
     write_nifti(volume, nifti)
     ct = load_ct(nifti)
-    slices = list(ct_to_slices(ct, workers=1))  # the task set runs in parallel processes already
+    slices = list(ct_to_slices(ct, workers=1))  # the task set is generated in parallel threads already
     frames = [_save(s.image, out / f"ct{v:04d}_s{k}.png") for k, s in enumerate(slices)]
     # frame numbers (1-based, in the loader's z-ascending order) read back from the loaded HU
     lesion_frames = [k + 1 for k, s in enumerate(slices) if (ct.hu[s.index] >= 150).any()]
