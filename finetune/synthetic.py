@@ -279,10 +279,9 @@ def _generate_task(job: tuple, haystack: Sequence[Any]) -> list:
 
 def default_generation_workers() -> int:
     """Threads that generate a task set by default: the cores this process may use, at most 8."""
-    import os
+    from longllava.domains.medical.slices import usable_cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(8, usable_cores()))
 
 
 def generate_task_set(

@@ -28,10 +28,14 @@ DEFAULT_SIZE = 336  # CLIP ViT-L/14-336 input side
 MAX_DEFAULT_WORKERS = 4  # the Python between a render's numpy calls holds the GIL: returns shrink with more threads
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_render_workers() -> int:
     """Threads that render slices by default: the cores this process may use, at most 4."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cores))
+    return max(1, min(MAX_DEFAULT_WORKERS, usable_cores()))
 
 
 @dataclass(frozen=True)
