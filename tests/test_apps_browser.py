@@ -69,8 +69,7 @@ def wait_until_sessions_closed(store: SessionStore, timeout: float = 20) -> None
 
 
 def test_medical_demo_in_a_browser(browser, serve_demo, tmp_path, fixtures):
-    served = serve_demo(build_medical_app, "medical-browser", UPLOAD_MB)
-    try:
+    with serve_demo(build_medical_app, "medical-browser", UPLOAD_MB) as served:
         browser.get(served.url)
         wait_for_text(browser, "#research-notice", "Research tool, not for diagnosis.")
         type_into(browser, "#ct-rule-value input", "3")
@@ -115,14 +114,10 @@ def test_medical_demo_in_a_browser(browser, serve_demo, tmp_path, fixtures):
 
         browser.get("about:blank")  # closing the page ends the session: its folder goes
         wait_until_sessions_closed(served.store)
-    finally:
-        served.app.close()
-        served.store.close_all()
 
 
 def test_remote_sensing_demo_in_a_browser(browser, serve_demo, tmp_path):
-    served = serve_demo(build_remote_sensing_app, "remote-sensing-browser", UPLOAD_MB)
-    try:
+    with serve_demo(build_remote_sensing_app, "remote-sensing-browser", UPLOAD_MB) as served:
         browser.get(served.url)
         wait_for_text(browser, "#research-notice", "Research tool.")
         type_into(browser, "#scene-max-tiles input", "4")
@@ -153,6 +148,3 @@ def test_remote_sensing_demo_in_a_browser(browser, serve_demo, tmp_path):
         wait_for_text(browser, "#scene-chat", "based on the global view + 2 × 2 tiles of 336 px")
         browser.get("about:blank")
         wait_until_sessions_closed(served.store)
-    finally:
-        served.app.close()
-        served.store.close_all()

@@ -19,15 +19,8 @@ RGB = [RGB_WINDOWS, ""]  # window, custom W/L
 
 @pytest.fixture(scope="module")
 def demo(serve_demo):
-    served = serve_demo(build_medical_app, "medical-test", UPLOAD_MB)
-    yield served
-    served.app.close()
-    served.store.close_all()
-
-
-def text_of(message: dict) -> str:
-    content = message["content"]
-    return content if isinstance(content, str) else " ".join(part["text"] for part in content if part.get("type") == "text")
+    with serve_demo(build_medical_app, "medical-test", UPLOAD_MB) as served:
+        yield served
 
 
 def image_path(value) -> str:
@@ -58,12 +51,12 @@ def test_ct_upload_view_and_multi_turn_chat(demo):
     expected = expected_slices(EXAMPLE_CT, num_slices=3)
     assert used["data"] == expected and [row[1] for row in expected] == [0, 56, 111]
     assert cleared == "" and [m["role"] for m in chat] == ["user", "assistant"]
-    first = text_of(chat[1])
+    first = demo.text(chat[1])
     assert "based on 3 slices: z index 0, 56, 111 (z 94.3 to 427.3 mm)" in first
 
     chat, used, _ = client.predict("Which slice shows it?", chat, *RGB, "exactly N slices", 3, 4, api_name="/ask_ct")
     assert len(chat) == 4 and used["data"] == expected
-    second = text_of(chat[3])
+    second = demo.text(chat[3])
     assert "based on 3 slices: z index 0, 56, 111 (z 94.3 to 427.3 mm), sent with the first question" in second
     prompt_tokens = [int(t.split(" prompt tokens")[0].split("· ")[-1].replace(",", "")) for t in (first, second)]
     assert prompt_tokens[1] > prompt_tokens[0] > 3 * 144  # history + images kept, images not sent twice
@@ -173,7 +166,7 @@ def test_pathology_grid_and_named_tiles(demo, monkeypatch):
     # only generation is replaced: the protocol, processor and app wiring run as they are
     monkeypatch.setattr(demo.llava, "answer_prompts", lambda prompts, images, max_new_tokens: ["Brown staining in row 1 column 0."])
     chat, grid, _ = client.predict("Where is the staining?", [], 8, api_name="/ask_pathology")
-    assert "names r1c0 (highlighted)" in text_of(chat[1]) and "global view + 2 × 2 sub-images" in text_of(chat[1])
+    assert "names r1c0 (highlighted)" in demo.text(chat[1]) and "global view + 2 × 2 sub-images" in demo.text(chat[1])
     with Image.open(image_path(grid)) as picture:
         marked = np.asarray(picture.convert("RGB")).astype(int)
     assert (marked[310, 25] != plain[310, 25]).any()  # inside r1c0 (x 0-167, y 168-335)

@@ -15,15 +15,8 @@ from longllava.domains.remote_sensing.tiling import tile_scene, tile_to_geo
 
 @pytest.fixture(scope="module")
 def demo(serve_demo):
-    served = serve_demo(build_remote_sensing_app, "remote-sensing-test", 4)
-    yield served
-    served.app.close()
-    served.store.close_all()
-
-
-def text_of(message: dict) -> str:
-    content = message["content"]
-    return content if isinstance(content, str) else " ".join(part["text"] for part in content if part.get("type") == "text")
+    with serve_demo(build_remote_sensing_app, "remote-sensing-test", 4) as served:
+        yield served
 
 
 def expected_rows(cells, **tiling):
@@ -53,13 +46,13 @@ def test_scene_upload_grid_geojson_and_answer_with_named_tiles(demo, monkeypatch
     assert chat == [] and named["data"] == []
 
     chat, _, named, cleared = client.predict("Is there a ship in this scene? Answer yes or no.", [], 4, api_name="/ask")
-    assert cleared == "" and "based on the global view + 2 × 2 tiles of 336 px" in text_of(chat[1])
+    assert cleared == "" and "based on the global view + 2 × 2 tiles of 336 px" in demo.text(chat[1])
 
     # only generation is replaced: protocol, processor and wiring run as they are
     monkeypatch.setattr(demo.llava, "answer_prompts", lambda prompts, images, max_new_tokens: ["The ship is in row 1 column 0."])
     chat, marked_view, named, _ = client.predict("Which tile contains the ship?", chat, 8, api_name="/ask")
     assert len(chat) == 4
-    assert "sent with the first question; names r1c0 (highlighted, bounds below)" in text_of(chat[3])
+    assert "sent with the first question; names r1c0 (highlighted, bounds below)" in demo.text(chat[3])
     assert named["data"] == [expected[2]]
     with Image.open(marked_view) as picture:
         marked = np.asarray(picture.convert("RGB")).astype(int)
