@@ -6,7 +6,7 @@ tiles. It knows nothing of medicine or remote sensing. It exists so that a fresh
 model hub has a model whose answers mean something, and so the whole pipeline (loaders ->
 protocol -> model -> scorers, training, resume) is exercised end to end.
 
-``ensure_default_model()`` builds it on first use (about 8 minutes on a 2-core CPU) under
+``ensure_default_model()`` builds it on first use (8-10 minutes on a 2-core CPU) under
 ``$LONGLLAVA_HOME/models/synthetic-default`` (default ``~/.cache/longllava``).
 """
 
@@ -196,7 +196,7 @@ def ensure_default_model(progress: bool = True) -> Path:
         print(f"resuming the interrupted build of the default model in {default_model_dir()}")
         build_default_model(resume=True, progress=progress)
     else:
-        print(f"building the default model (a tiny synthetic-task LongLLaVA, ~8 min on 2 CPU cores) in {default_model_dir()}")
+        print(f"building the default model (a tiny synthetic-task LongLLaVA, 8-10 min on 2 CPU cores) in {default_model_dir()}")
         build_default_model(progress=progress)
     if not (final / "config.json").is_file():
         raise InputError(f"building the default model did not produce {final}")

@@ -307,16 +307,12 @@ def generate_task_set(
         raise ValueError(f"workers must be >= 1, got {workers}")
     haystack = list(haystack)
     records = []
-    with tqdm(total=len(jobs), desc=f"synthetic tasks ({out.name})", disable=not progress) as bar:
-        if workers == 1:
-            for job in jobs:
-                records += _generate_task(job, haystack)
-                bar.update()
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                for task_records in pool.map(lambda job: _generate_task(job, haystack), jobs):
-                    records += task_records
-                    bar.update()
+    # results come back in job order whatever the number of threads (1: one at a time)
+    with tqdm(total=len(jobs), desc=f"synthetic tasks ({out.name})", disable=not progress) as bar, \
+            ThreadPoolExecutor(workers) as pool:
+        for task_records in pool.map(lambda job: _generate_task(job, haystack), jobs):
+            records += task_records
+            bar.update()
     return records
 
 
