@@ -11,12 +11,12 @@ right for one-shot prefill and single-token decoding, and wrong for
 * LoRA on ``dt_proj``: the parent multiplies by ``dt_proj.weight`` instead of calling the module,
   which silently skips the adapter.
 
-``StatefulMambaMixer`` handles those cases with the pure-torch scan (mambapy's parallel scan, or
-the sequential fallback), computed in float32 whatever the weights' dtype (transformers' own
-pure-torch path fails in bfloat16), and defers to the parent only where the parent runs the
-mamba-ssm / causal-conv1d CUDA kernels on a plain full-sequence forward. Both fixes are exact rewrites of the recurrence
-``h_t = dA_t * h_{t-1} + dBx_t``: an initial state enters as ``dBx_0 += dA_0 * h0`` and a sample
-boundary at t sets ``dA_t = 0``.
+``StatefulMambaMixer`` handles those cases with :func:`longllava.core.selective_scan.selective_scan`
+(a fused numba kernel on the CPU, mambapy's parallel scan elsewhere), computed in float32 whatever
+the weights' dtype (transformers' own pure-torch path fails in bfloat16), and defers to the parent
+only where the parent runs the mamba-ssm / causal-conv1d CUDA kernels on a plain full-sequence
+forward. Both fixes are exact rewrites of the recurrence ``h_t = dA_t * h_{t-1} + dBx_t``: an
+initial state enters as ``dBx_0 += dA_0 * h0`` and a sample boundary at t sets ``dA_t = 0``.
 """
 
 from __future__ import annotations
@@ -31,37 +31,9 @@ from transformers.models.jamba.modeling_jamba import (
     JambaMambaMixer,
     apply_mask_to_padding_states,
 )
-from transformers.utils.import_utils import (
-    is_causal_conv1d_available,
-    is_mamba_ssm_available,
-    is_mambapy_available,
-)
+from transformers.utils.import_utils import is_causal_conv1d_available, is_mamba_ssm_available
 
-
-# Tokens per selective scan at inference. The scan holds several float32 (batch, tokens, inner,
-# d_state) tensors (dA, dBx, the states and mambapy's copies): at 8192 tokens 64 MiB each at the
-# tiny widths (inner 128) and 4 GiB each at the released ones (inner 8192), far above the chunk's
-# other activations. 1024-token blocks cap that at an eighth and cost no speed (one tiny mixer on an
-# 8192-token chunk, one CPU thread: peak ~320 -> ~100 MiB, 0.55 -> 0.3-0.37 s; 512 gained no more
-# speed, 2048 kept more memory); the state is carried exactly from block to block.
-SCAN_BLOCK = 1024
-
-
-def _sequential_scan(dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
-    states, h = [], torch.zeros_like(dBx[:, 0])
-    for t in range(dA.shape[1]):
-        h = dA[:, t] * h + dBx[:, t]
-        states.append(h)
-    return torch.stack(states, dim=1)
-
-
-def selective_scan(dA: torch.Tensor, dBx: torch.Tensor, use_mambapy: bool) -> torch.Tensor:
-    """All states of ``h_t = dA_t * h_{t-1} + dBx_t`` (h_{-1} = 0); tensors are (B, L, D, N)."""
-    if use_mambapy and is_mambapy_available():
-        from mambapy.pscan import pscan
-
-        return pscan(dA, dBx)
-    return _sequential_scan(dA, dBx)
+from longllava.core.selective_scan import selective_scan
 
 
 class StatefulMambaMixer(JambaMambaMixer):
@@ -119,36 +91,14 @@ class StatefulMambaMixer(JambaMambaMixer):
         C = self.c_layernorm(C).float()
         dt = F.softplus(self.dt_proj(time_step).float())  # (B, L, D)
         x = x.float()
-        # Training keeps one scan over the whole sequence (autograd saves it anyway); inference scans
-        # in blocks, carrying the state, so that the (B, block, D, N) tensors stay bounded.
-        block = seq_len if torch.is_grad_enabled() else SCAN_BLOCK
+        A = -torch.exp(self.A_log.float())  # (D, N)
         state = None if initial_state is None else initial_state.float()
-        ys = []
-        for start in range(0, seq_len, block):
-            part = slice(start, start + block)
-            y, state = self._scan(
-                x[:, part], dt[:, part], B[:, part], C[:, part], None if resets is None else resets[:, part], state
-            )
-            ys.append(y)
-        y = torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
+        y, state = selective_scan(x, dt, A, B, C, resets, state, self.use_mambapy)
         y = y + x * self.D.float()
         y = y * F.silu(gate.transpose(1, 2).float())
         if cache is not None:
             cache.update_recurrent_state(state.to(initial_state.dtype if initial_state is not None else dtype), self.layer_idx)
         return self.out_proj(y.to(dtype))
-
-    def _scan(self, x, dt, B, C, resets, initial_state):
-        """``y_t = C_t . h_t`` over one stretch of tokens from ``initial_state`` (None: zeros);
-        float32 (B, L, D) x, dt and (B, L, N) B, C. Returns y (B, L, D) and the last state (B, D, N)."""
-        A = -torch.exp(self.A_log.float())  # (D, N)
-        dA = torch.exp(dt[..., None] * A)  # (B, L, D, N)
-        dBx = dt[..., None] * B[:, :, None, :] * x[..., None]
-        if resets is not None:
-            dA = dA * (~resets)[..., None, None].to(dA.dtype)
-        if initial_state is not None:
-            dBx = torch.cat([dBx[:, :1] + dA[:, :1] * initial_state[:, None], dBx[:, 1:]], dim=1)
-        states = selective_scan(dA, dBx, self.use_mambapy)
-        return (states @ C[..., None]).squeeze(-1), states[:, -1].clone()  # not a view: frees states
 
 
 class PackingAwareMambaDecoderLayer(JambaMambaDecoderLayer):
