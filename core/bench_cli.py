@@ -1,4 +1,5 @@
-"""CLI for ``longllava bench model``: hybrid vs pure attention vs pure Mamba, 1 to 1000 images."""
+"""CLI for ``longllava bench model`` (hybrid vs pure attention vs pure Mamba, 1 to 1000 images) and
+``longllava bench scan`` (the Mamba selective scan: fused CPU kernel vs pure torch)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,15 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     model.add_argument("--json", action="store_true", help="print results.json instead of the report")
     model.set_defaults(func=_bench_model)
 
+    scan = bench.add_parser("scan", help="one Mamba mixer's selective scan: fused CPU kernel vs pure torch, fwd and fwd+bwd")
+    scan.add_argument("--tokens", default="512,2048,8192", metavar="N,N,...", help="sequence lengths")
+    scan.add_argument("--channels", type=int, default=128, help="Mamba inner channels (tiny 128, released 9B 8192)")
+    scan.add_argument("--d-state", type=int, default=8, help="SSM state per channel (default model 8, released 16)")
+    scan.add_argument("--repeats", type=int, default=3)
+    scan.add_argument("--threads", type=int, default=None, help="torch (and kernel) CPU threads")
+    scan.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    scan.set_defaults(func=_bench_scan)
+
 
 def _bench_model(args: argparse.Namespace) -> int:
     from longllava.core.bench_model import ModelBenchConfig, format_report, parse_images, run_model_bench
@@ -82,4 +92,18 @@ def _bench_model(args: argparse.Namespace) -> int:
     )
     results = run_model_bench(settings)
     print(json.dumps(results, indent=2) if args.json else format_report(results))
+    return 0
+
+
+def _bench_scan(args: argparse.Namespace) -> int:
+    from longllava.core.bench_scan import ScanBenchConfig, format_scan_report, run_scan_bench
+    from longllava.errors import InputError
+
+    try:
+        tokens = tuple(int(n) for n in args.tokens.split(",") if n.strip())
+    except ValueError:
+        raise InputError(f"--tokens: expected comma-separated integers, got {args.tokens!r}") from None
+    rows = run_scan_bench(ScanBenchConfig(tokens=tokens, channels=args.channels, d_state=args.d_state,
+                                          repeats=args.repeats, threads=args.threads))
+    print(json.dumps(rows, indent=2) if args.json else format_scan_report(rows))
     return 0

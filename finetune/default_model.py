@@ -6,7 +6,7 @@ tiles. It knows nothing of medicine or remote sensing. It exists so that a fresh
 model hub has a model whose answers mean something, and so the whole pipeline (loaders ->
 protocol -> model -> scorers, training, resume) is exercised end to end.
 
-``ensure_default_model()`` builds it on first use (8-10 minutes on a 2-core CPU) under
+``ensure_default_model()`` builds it on first use (6.5-7 minutes on a 2-core CPU) under
 ``$LONGLLAVA_HOME/models/synthetic-default`` (default ``~/.cache/longllava``).
 """
 
@@ -34,9 +34,9 @@ from longllava.finetune.synthetic import (
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 SINGLE_IMAGE_STAGE = "single-image"  # sub-folder of the build holding stage 1
 INITIAL_MODEL = "init"  # sub-folder of the build holding the random initial weights
-# The tiny preset at half its SSM state (8 instead of 16 per channel). On a CPU the pure-torch scan
-# over (batch, tokens, inner, d_state) tensors is ~70% of a training step; halving d_state halves it,
-# and these tasks (a few bright objects among 4-6 images) need no more state.
+# The tiny preset at half its SSM state (8 instead of 16 per channel). The selective scan, even as
+# the fused CPU kernel, costs in proportion to d_state (at 16 it was ~70% of a step before that
+# kernel), and these tasks (a few bright objects among 4-6 images) need no more state.
 D_STATE = 8
 TARGETS = {"presence": 0.90, "needle": 0.90, "counting": 0.70}
 
@@ -196,7 +196,7 @@ def ensure_default_model(progress: bool = True) -> Path:
         print(f"resuming the interrupted build of the default model in {default_model_dir()}")
         build_default_model(resume=True, progress=progress)
     else:
-        print(f"building the default model (a tiny synthetic-task LongLLaVA, 8-10 min on 2 CPU cores) in {default_model_dir()}")
+        print(f"building the default model (a tiny synthetic-task LongLLaVA, ~7 min on 2 CPU cores) in {default_model_dir()}")
         build_default_model(progress=progress)
     if not (final / "config.json").is_file():
         raise InputError(f"building the default model did not produce {final}")

@@ -154,7 +154,11 @@ def test_both_paths_train_the_mixer_alike(language_model, monkeypatch):
     torch_out, torch_grads = run()
     torch.testing.assert_close(kernel_out, torch_out, atol=1e-5, rtol=1e-4)
     for name in ("A_log", "dt_proj.weight", "x_proj.weight", "in_proj.weight", "conv1d.weight", "D"):
-        torch.testing.assert_close(kernel_grads[name], torch_grads[name], atol=1e-5, rtol=1e-3, msg=name)
+        got, want = kernel_grads[name], torch_grads[name]
+        scale = want.abs().max().item()
+        assert scale > 1e-3, name
+        # float32 sums in another order (per-thread partials): equal to ~1e-6 of the gradient's scale
+        assert (got - want).abs().max().item() <= 1e-4 * scale, (name, (got - want).abs().max().item(), scale)
 
 
 def test_torch_training_scans_the_whole_sequence_at_once(language_model, monkeypatch):
