@@ -57,22 +57,18 @@ def run_scan_bench(config: ScanBenchConfig) -> list[dict]:
         inputs = _inputs(tokens, config.channels, config.d_state, config.seed)
         grad = torch.randn(1, tokens, config.channels)
         row = {"tokens": tokens, "channels": config.channels, "d_state": config.d_state, "threads": torch.get_num_threads()}
-        for name, use_kernel in (("kernel", True), ("torch", False)):
-            saved = scan.numba
-            scan.numba = saved if use_kernel else None
-            try:
-                def forward():
-                    with torch.no_grad():
-                        scan.selective_scan(*inputs)
+        h0 = torch.zeros(1, config.channels, config.d_state)
+        for name, run in (("kernel", scan.cpu_kernel_scan), ("torch", scan.torch_selective_scan)):
+            def forward():
+                with torch.no_grad():
+                    run(*inputs, None, h0)
 
-                def forward_backward():
-                    y, _ = scan.selective_scan(*inputs)
-                    (y * grad).sum().backward()
+            def forward_backward():
+                y, _ = run(*inputs, None, h0)
+                (y * grad).sum().backward()
 
-                row[f"{name}_forward_ms"] = round(_time(forward, config.repeats), 2)
-                row[f"{name}_train_ms"] = round(_time(forward_backward, config.repeats), 2)
-            finally:
-                scan.numba = saved
+            row[f"{name}_forward_ms"] = round(_time(forward, config.repeats), 2)
+            row[f"{name}_train_ms"] = round(_time(forward_backward, config.repeats), 2)
         row["forward_speedup"] = round(row["torch_forward_ms"] / row["kernel_forward_ms"], 2)
         row["train_speedup"] = round(row["torch_train_ms"] / row["kernel_train_ms"], 2)
         rows.append(row)

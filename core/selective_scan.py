@@ -47,8 +47,7 @@ def selective_scan(x, dt, A, B, C, resets=None, initial_state=None, use_mambapy:
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
     if x.device.type == "cpu" and numba is not None:
-        keep = x.new_ones(x.shape[:2]) if resets is None else (~resets).to(x.dtype)
-        return _FusedCpuScan.apply(x, dt, A, B, C, keep, initial_state)
+        return cpu_kernel_scan(x, dt, A, B, C, resets, initial_state)
     return torch_selective_scan(x, dt, A, B, C, resets, initial_state, use_mambapy)
 
 
@@ -173,6 +172,12 @@ if numba is not None:
                         grad_x[b, t, d] = g_x
                     for n in range(n_state):
                         grad_h0[b, d, n] = g[n]
+
+
+def cpu_kernel_scan(x, dt, A, B, C, resets, initial_state):
+    """The scan as the fused numba kernel (CPU tensors; differentiable)."""
+    keep = x.new_ones(x.shape[:2]) if resets is None else (~resets).to(x.dtype)
+    return _FusedCpuScan.apply(x, dt, A, B, C, keep, initial_state)
 
 
 def _threads() -> int:
