@@ -72,11 +72,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _bench_model(args: argparse.Namespace) -> int:
-    from longllava.core.bench_model import ModelBenchConfig, format_report, parse_images, run_model_bench
+    from longllava.core.bench_model import ModelBenchConfig, format_report, parse_counts, run_model_bench
 
     settings = ModelBenchConfig(
         preset=args.preset,
-        images=parse_images(args.images),
+        images=parse_counts(args.images),
         variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
         chunk_size=args.chunk_size,
         max_new_tokens=args.max_new_tokens,
@@ -96,13 +96,10 @@ def _bench_model(args: argparse.Namespace) -> int:
 
 
 def _bench_scan(args: argparse.Namespace) -> int:
+    from longllava.core.bench_model import parse_counts
     from longllava.core.bench_scan import ScanBenchConfig, format_scan_report, run_scan_bench
-    from longllava.errors import InputError
 
-    try:
-        tokens = tuple(int(n) for n in args.tokens.split(",") if n.strip())
-    except ValueError:
-        raise InputError(f"--tokens: expected comma-separated integers, got {args.tokens!r}") from None
+    tokens = parse_counts(args.tokens, "--tokens")
     rows = run_scan_bench(ScanBenchConfig(tokens=tokens, channels=args.channels, d_state=args.d_state,
                                           repeats=args.repeats, threads=args.threads))
     print(json.dumps(rows, indent=2) if args.json else format_scan_report(rows))

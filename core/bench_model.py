@@ -906,11 +906,12 @@ def format_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_images(text: str) -> tuple[int, ...]:
+def parse_counts(text: str, option: str = "--images") -> tuple[int, ...]:
+    """A comma-separated list of positive integers given to ``option`` (image counts, token counts)."""
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError as error:
-        raise InputError(f"--images must be comma-separated integers like 1,8,64, got {text!r}") from error
+        raise InputError(f"{option} must be comma-separated integers like 1,8,64, got {text!r}") from error
     if not values or min(values) < 1:
-        raise InputError(f"--images must list positive image counts, got {text!r}")
+        raise InputError(f"{option} must list positive counts, got {text!r}")
     return values
