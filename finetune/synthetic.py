@@ -82,6 +82,7 @@ TASK_GROUPS = {  # question type -> reported group (targets: presence and needle
 # Calcified-nodule density: bright in all three default windows (lung, mediastinum, bone), so a
 # lesion differs in colour from the soft-tissue body around the lungs, not only in brightness.
 LESION_HU = 500
+CT_SPACING_MM = (5.0, 1.5, 1.5)  # z, y, x
 
 
 @dataclass
@@ -132,14 +133,6 @@ def make_ct_volume(rng: np.random.Generator, num_lesions: int, slices: int, size
         volume[z][disc] = LESION_HU
         lesions.append((int(z), int(y), int(x), radius))
     return volume.astype(np.int16), lesions
-
-
-def write_nifti(volume_zyx: np.ndarray, path, spacing_mm=(5.0, 1.5, 1.5)) -> None:
-    """Write (z, y, x) HU as a NIfTI in LPS-like axes (the medical loader reorients it)."""
-    import nibabel as nib
-
-    affine = np.diag([-spacing_mm[2], -spacing_mm[1], spacing_mm[0], 1.0])
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume_zyx.transpose(2, 1, 0)), affine), str(path))
 
 
 def make_scene(rng: np.random.Generator, num_ships: int, size: int, tile: int = 336):
@@ -212,17 +205,23 @@ def _save(image: Image.Image, path, compress_level: int = 1) -> str:
 def _volume_task(out, spec: SyntheticSpec, v: int, rng: np.random.Generator) -> list:
     from longllava.domains.medical.ct import load_ct
     from longllava.domains.medical.slices import ct_to_slices
+    from longllava.domains.medical.write import write_ct_dicom, write_ct_nifti
 
     count = _object_count(rng, spec.max_lesions)
     volume, lesions = make_ct_volume(rng, count, spec.ct_slices, spec.ct_size)
-    nifti = out / f"ct{v:04d}.nii.gz"
-    write_nifti(volume, nifti)
-    ct = load_ct(nifti)
+    # Every other volume is a DICOM series, the rest NIfTI: both read back through load_ct, as
+    # real data would be.
+    if v % 2:
+        path = out / f"ct{v:04d}_dicom"
+        write_ct_dicom(volume, path, CT_SPACING_MM, uid_seed=f"synthetic:{spec.seed}:{v}")
+    else:
+        path = write_ct_nifti(volume, out / f"ct{v:04d}.nii.gz", CT_SPACING_MM)
+    ct = load_ct(path)
     slices = list(ct_to_slices(ct, workers=1))  # the task set is generated in parallel threads already
     frames = [_save(s.image, out / f"ct{v:04d}_s{k}.png") for k, s in enumerate(slices)]
     # frame numbers (1-based, in the loader's z-ascending order) read back from the loaded HU
     lesion_frames = [k + 1 for k, s in enumerate(slices) if (ct.hu[s.index] >= 150).any()]
-    meta = {"layout": "stack", "file": str(nifti), "lesion_frames": lesion_frames}
+    meta = {"layout": "stack", "file": str(path), "lesion_frames": lesion_frames}
     qas = [(CT_PRESENCE_Q, "yes" if lesions else "no", "ct_presence"), (CT_COUNT_Q, str(len(lesions)), "ct_count")]
     if len(lesions) == 1 and len(lesion_frames) == 1:
         qas.append((CT_SLICE_Q, str(lesion_frames[0]), "ct_slice"))
@@ -287,8 +286,8 @@ def default_generation_workers() -> int:
 def generate_task_set(
     out_dir, spec: SyntheticSpec, haystack: Sequence[Any], progress: bool = True, workers: int | None = None
 ) -> list:
-    """Write the task set's files under ``out_dir`` (NIfTI volumes, GeoTIFF scenes, PNG slices and
-    tiles) and return its records. CT slices and scene tiles come through the domain loaders,
+    """Write the task set's files under ``out_dir`` (NIfTI and DICOM volumes, GeoTIFF scenes, PNG
+    slices and tiles) and return its records. CT slices and scene tiles come through the domain loaders,
     exactly as real data would. ``workers`` threads share the work (default
     :func:`default_generation_workers`; 1: serial); the result does not depend on it. Threads, not
     processes: the heavy parts (random fields, gzip, GDAL writes, PNG encoding) run without the

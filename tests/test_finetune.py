@@ -307,7 +307,7 @@ def test_two_process_cpu_deepspeed_zero3_run_completes_with_an_idle_expert(tmp_p
 
 def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on_workers(tmp_path):
     """Every answer is checked against the files the generator wrote, read back independently:
-    lesions = connected regions of calcified HU in the NIfTI, ships = tiles holding near-white
+    lesions = connected regions of calcified HU in the NIfTI / DICOM, ships = tiles holding near-white
     pixels, the needle = the image holding the named colour. Two threads write the same bytes as one."""
     import numpy as np
     from scipy import ndimage
@@ -332,6 +332,7 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
 
     answers = {r.id: r.answer for r in serial}
     counts = {"ct": set(), "scene": set()}
+    formats = set()
     for r in serial:
         if r.meta["type"] == "ct_count":
             hu = load_ct(r.meta["file"]).hu
@@ -341,6 +342,7 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
             assert r.answer == str(lesions) and answers[r.id.replace("ct_count", "ct_presence")] == ("yes" if lesions else "no")
             assert len(r.meta["lesion_frames"]) == lesions and len(r.images) == spec.ct_slices
             counts["ct"].add(lesions)
+            formats.add("dicom" if Path(r.meta["file"]).is_dir() else "nifti")
         elif r.meta["type"] == "scene_count":
             tiles = [np.asarray(Image.open(p).convert("RGB")) for p in r.images[1:]]  # images[0]: global view
             with_ship = [k for k, t in enumerate(tiles) if (t.min(axis=-1) >= 240).sum() >= 200]
@@ -353,6 +355,7 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
             holding = [k for k, p in enumerate(r.images) if (np.asarray(Image.open(p).convert("RGB")) == colour).all(-1).sum() > 100]
             assert holding == [r.meta["needle_index"]]
     assert 0 in counts["ct"] and len(counts["ct"]) >= 2 and 0 in counts["scene"] and len(counts["scene"]) >= 2
+    assert formats == {"dicom", "nifti"}  # volumes are written both ways and read back by load_ct
 
     singles = single_image_records(serial)
     lesion_slices = sum(len(r.meta["lesion_frames"]) for r in serial if r.meta["type"] == "ct_presence")

@@ -481,3 +481,35 @@ def test_float_nifti_with_header_scaling_gives_float_hu(tmp_path):
     # RAS source: x flipped, y flipped, then (z, y, x)
     np.testing.assert_allclose(volume.hu, (data * 0.5 - 1000.25)[::-1, ::-1, :].transpose(2, 1, 0))
 
+
+
+@pytest.mark.parametrize("jpeg2000", [False, True])
+def test_written_nifti_and_dicom_series_load_back_to_the_same_volume(tmp_path, jpeg2000):
+    from longllava.domains.medical.write import write_ct_dicom, write_ct_nifti
+
+    hu = np.random.default_rng(3).integers(-1024, 3000, size=(5, 40, 36)).astype(np.int16)  # J2K needs >= 32 px
+    hu[0, 0, 0] = -1100  # below air: DICOM clips it to -1024, NIfTI keeps it
+    nifti = load_ct(write_ct_nifti(hu, tmp_path / "v.nii.gz", (2.5, 0.8, 0.7)))
+    files = write_ct_dicom(hu, tmp_path / "series", (2.5, 0.8, 0.7), jpeg2000=jpeg2000, uid_seed="s")
+    series = load_ct(tmp_path / "series")
+    np.testing.assert_array_equal(nifti.hu, hu)
+    expected = hu.copy()
+    expected[0, 0, 0] = -1024
+    np.testing.assert_array_equal(series.hu, expected)
+    assert nifti.spacing_mm == pytest.approx((2.5, 0.8, 0.7)) and series.spacing_mm == pytest.approx((2.5, 0.8, 0.7))
+    np.testing.assert_allclose(series.slice_z_mm - series.slice_z_mm[0], nifti.slice_z_mm - nifti.slice_z_mm[0])
+    assert [f.name for f in files] == [f"IM{k:04d}.dcm" for k in range(5)]
+    # Deterministic UIDs with a seed: writing again gives the same bytes.
+    again = write_ct_dicom(hu, tmp_path / "again", (2.5, 0.8, 0.7), jpeg2000=jpeg2000, uid_seed="s")
+    assert [f.read_bytes() for f in files] == [f.read_bytes() for f in again]
+    other = write_ct_dicom(hu, tmp_path / "other", (2.5, 0.8, 0.7), jpeg2000=jpeg2000)
+    assert pydicom.dcmread(other[0]).SeriesInstanceUID != pydicom.dcmread(files[0]).SeriesInstanceUID
+
+
+def test_writing_a_volume_that_is_not_3d_or_has_bad_spacing_is_refused(tmp_path):
+    from longllava.domains.medical.write import write_ct_dicom, write_ct_nifti
+
+    with pytest.raises(InputError, match="3D"):
+        write_ct_nifti(np.zeros((4, 4), np.int16), tmp_path / "flat.nii.gz")
+    with pytest.raises(InputError, match="spacing"):
+        write_ct_dicom(np.zeros((2, 4, 4), np.int16), tmp_path / "s", (1.0, 0.0, 1.0))

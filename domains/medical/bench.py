@@ -67,38 +67,12 @@ def write_nifti(path: Path, shape: tuple[int, int, int]) -> None:
 
 
 def write_dicom_series(folder: Path, shape: tuple[int, int, int], *, jpeg2000: bool = False) -> None:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+    from longllava.domains.medical.write import write_ct_dicom
 
     rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
     nz, ny, nx = shape
-    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
-    for k in range(nz):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesDescription = "CT", "bench phantom"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.InstanceNumber = nz - k  # scanners often number from the top down
-        ds.ImagePositionPatient = [-nx * SPACING_MM[2] / 2, -ny * SPACING_MM[1] / 2, k * SPACING_MM[0]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [SPACING_MM[1], SPACING_MM[2]]
-        ds.SliceThickness = SPACING_MM[0]
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        stored = np.clip(phantom_slice((ny, nx), k / max(nz - 1, 1), rng).astype(np.int32) + 1024, 0, 4095)
-        ds.PixelData = stored.astype(np.uint16).tobytes()
-        if jpeg2000:
-            ds.compress(JPEG2000Lossless)
-        ds.save_as(folder / f"IM{k:04d}.dcm", enforce_file_format=True)
+    volume = np.stack([phantom_slice((ny, nx), k / max(nz - 1, 1), rng) for k in range(nz)])
+    write_ct_dicom(volume, folder, SPACING_MM, jpeg2000=jpeg2000, description="bench phantom")
 
 
 _WRITERS = {
