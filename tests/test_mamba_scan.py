@@ -181,3 +181,27 @@ def test_torch_training_scans_the_whole_sequence_at_once(language_model, monkeyp
     trained = mixer(hidden)  # grad enabled: one scan, as autograd keeps it anyway
     assert lengths == [100] and trained.requires_grad
     torch.testing.assert_close(trained.detach(), blocked, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_rows_with_samples_shorter_than_the_conv_match_each_sample_alone(language_model):
+    """Rows laid out differently, with samples of 1 and 2 tokens (shorter than the 4-tap conv):
+    every sample's output, and the gradient reaching its inputs, are those of the sample alone."""
+    mixer = language_model.model.layers[0].mamba
+    layouts = [[1, 2, 5, 12], [3, 17]]
+    torch.manual_seed(6)
+    hidden = torch.randn(2, 20, 64, requires_grad=True)
+    weights = torch.randn(2, 20, 64)
+    positions = torch.stack([torch.cat([torch.arange(n) for n in layout]) for layout in layouts])
+    (mixer(hidden, position_ids=positions) * weights).sum().backward()
+    packed_grad = hidden.grad.clone()
+    for row, layout in enumerate(layouts):
+        start = 0
+        for n in layout:
+            alone_in = hidden.detach()[row : row + 1, start : start + n].clone().requires_grad_()
+            alone = mixer(alone_in)
+            (alone * weights[row : row + 1, start : start + n]).sum().backward()
+            with torch.no_grad():
+                packed = mixer(hidden[row : row + 1], position_ids=positions[row : row + 1])[:, start : start + n]
+            torch.testing.assert_close(packed, alone.detach(), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(packed_grad[row, start : start + n], alone_in.grad[0], atol=1e-5, rtol=1e-4)
+            start += n
