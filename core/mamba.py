@@ -70,19 +70,16 @@ class StatefulMambaMixer(JambaMambaMixer):
         else:
             context = x[..., :0]
         context = F.pad(context, (max(0, kernel - 1 - context.shape[-1]), 0))[..., -(kernel - 1) :]
-        full = torch.cat([context, x], dim=-1)  # (B, D, K-1+L)
-        x = F.conv1d(full, self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups)
+        windows = torch.cat([context, x], dim=-1).unfold(-1, kernel, 1)  # (B, D, L, K)
         if resets is not None:
-            # Tap j of output t reads position t-(K-1)+j; taps reaching into an earlier packed sample
-            # must read zero. Only the first K-1 outputs of each sample have such taps: take those
-            # taps' contribution back out there instead of masking every window.
+            # tap j of window t reads position t-(K-1)+j; it must belong to the same packed sample
             segment = resets.long().cumsum(-1)  # (B, L)
-            taps = F.pad(segment, (kernel - 1, 0), value=-1).unfold(-1, kernel, 1)  # (B, L, K)
-            foreign = taps != segment[..., None]
-            rows, positions = foreign.any(-1).nonzero(as_tuple=True)
-            windows = full.unfold(-1, kernel, 1)[rows, :, positions]  # (n, D, K)
-            leaked = (windows * self.conv1d.weight.squeeze(1) * foreign[rows, positions][:, None, :]).sum(-1)
-            x = x.transpose(1, 2).index_put((rows, positions), -leaked, accumulate=True).transpose(1, 2)
+            padded = F.pad(segment, (kernel - 1, 0), value=-1)
+            taps = padded.unfold(-1, kernel, 1)  # (B, L, K)
+            windows = windows * (taps == segment[..., None]).unsqueeze(1).to(windows.dtype)
+        x = (windows * self.conv1d.weight.squeeze(1)[None, :, None, :]).sum(-1)
+        if self.conv1d.bias is not None:
+            x = x + self.conv1d.bias[None, :, None]
         x = self.act(x)
 
         x = apply_mask_to_padding_states(x.transpose(1, 2), attention_mask)  # (B, L, D)
