@@ -45,6 +45,7 @@ class Recipe:
     warmup_ratio: float = 0.03
     num_epochs: float = 1.0
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0  # of the answer tokens' cross-entropy
     batch_size: int = 1
     gradient_accumulation: int = 1
     max_length: int = 40960
@@ -63,6 +64,8 @@ class Recipe:
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
             raise InputError(f"recipe {self.name}: trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise InputError(f"recipe {self.name}: label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

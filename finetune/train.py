@@ -9,6 +9,7 @@ TensorBoard if asked); ``training_curve.png`` is drawn at the end.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -108,6 +109,32 @@ def apply_lora(model, settings: LoraSettings):
         modules_to_save=["multi_modal_projector"],
     )
     return get_peft_model(model, config)
+
+
+def causal_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    vocab_size: int,
+    num_items_in_batch: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    **kwargs,
+) -> torch.Tensor:
+    """transformers' causal-LM loss (tokens < n predict n, summed over ``num_items_in_batch`` when
+    given) with ``label_smoothing``. It is set as the language model's loss function, so the MoE
+    load-balancing term is still added to it; the Trainer's own label smoother would instead take the
+    labels away from the model (no load-balancing term) and not shift them for this model class."""
+    if shift_labels is None:
+        shift_labels = torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    reduction = "sum" if num_items_in_batch is not None else "mean"
+    loss = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, vocab_size), shift_labels.reshape(-1).to(logits.device),
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+    )
+    if reduction == "sum":
+        loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
+    return loss
 
 
 class JsonlLogger(TrainerCallback):
@@ -225,6 +252,8 @@ def train(
     dataset = PackedDataset(samples, recipe.max_length, recipe.packing, processor.image_size)
 
     set_trainable(model, recipe.trainable)
+    if recipe.label_smoothing:
+        model.language_model.loss_function = functools.partial(causal_lm_loss, label_smoothing=recipe.label_smoothing)
     if model.config.text_config.num_experts > 1:
         model.language_model.config.output_router_logits = True  # router load-balancing loss
     if options.lora:

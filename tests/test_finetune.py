@@ -1,5 +1,6 @@
 """Fine-tuning: stages, LoRA, packing, resume, recipes on real-format fixtures, DeepSpeed, default model."""
 
+import copy
 import json
 import os
 import shutil
@@ -83,6 +84,42 @@ def test_one_step_changes_exactly_the_stage_parameters(tmp_path, fixtures, recip
     assert changed == trained
     # within a trained part, every trainable tensor that got a gradient moved
     assert not torch.equal(final["multi_modal_projector.linear_1.weight"], initial["multi_modal_projector.linear_1.weight"])
+
+
+def test_label_smoothed_loss_matches_transformers_and_the_definition(tiny):
+    """Without smoothing the recipe's loss is transformers' causal-LM loss; with it, (1 - e) x the
+    answer tokens' NLL + e x their mean NLL over the vocabulary. Set as the language model's loss
+    function it is what the model's forward returns; a smoothing of 1 or more is refused."""
+    import functools
+
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from longllava.finetune.recipes import Recipe
+    from longllava.finetune.train import causal_lm_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 11)
+    labels = torch.randint(0, 11, (2, 7))
+    labels[0, :3] = -100  # prompt tokens
+    assert torch.allclose(causal_lm_loss(logits, labels, 11), ForCausalLMLoss(logits, labels, 11))
+    assert torch.allclose(causal_lm_loss(logits, labels, 11, num_items_in_batch=torch.tensor(5)),
+                          ForCausalLMLoss(logits, labels, 11, num_items_in_batch=torch.tensor(5)))
+    log_p = logits[:, :-1].log_softmax(-1)
+    target = labels[:, 1:]
+    kept = target != -100
+    nll = -log_p.gather(-1, target.clamp(min=0)[..., None])[..., 0][kept]
+    uniform = -log_p.mean(-1)[kept]
+    assert torch.allclose(causal_lm_loss(logits, labels, 11, label_smoothing=0.2), (0.8 * nll + 0.2 * uniform).mean())
+
+    model, tokenizer = tiny
+    ids = torch.tensor([tokenizer("the lesion is in slice three").input_ids])
+    lm = copy.deepcopy(model.language_model).eval()
+    lm.loss_function = functools.partial(causal_lm_loss, label_smoothing=0.3)
+    out = lm(input_ids=ids, labels=ids)
+    assert torch.allclose(out.loss, causal_lm_loss(out.logits, ids, out.logits.shape[-1], label_smoothing=0.3))
+    assert not torch.allclose(out.loss, ForCausalLMLoss(out.logits, ids, out.logits.shape[-1]))
+    with pytest.raises(InputError, match="label_smoothing"):
+        Recipe("x", "x", label_smoothing=1.0)
 
 
 def test_set_trainable_freezes_vision_for_instruction_stages():
@@ -316,6 +353,7 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
     from longllava.finetune.synthetic import (
         LESION_HU,
         NEEDLE_COLOURS,
+        SHIP_SIZE,
         SyntheticSpec,
         default_haystack,
         generate_task_set,
@@ -332,20 +370,23 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
 
     answers = {r.id: r.answer for r in serial}
     counts = {"ct": set(), "scene": set()}
-    formats = set()
+    formats, lesion_sizes = set(), set()
     for r in serial:
         if r.meta["type"] == "ct_count":
             hu = load_ct(r.meta["file"]).hu
             in_plane = np.zeros((3, 3, 3), dtype=bool)
             in_plane[1] = ndimage.generate_binary_structure(2, 1)  # a lesion lies in one slice
-            _, lesions = ndimage.label(hu >= LESION_HU - 100, structure=in_plane)
+            labels, lesions = ndimage.label(hu >= LESION_HU - 100, structure=in_plane)
+            lesion_sizes.update(np.bincount(labels.ravel())[1:].tolist())
             assert r.answer == str(lesions) and answers[r.id.replace("ct_count", "ct_presence")] == ("yes" if lesions else "no")
             assert len(r.meta["lesion_frames"]) == lesions and len(r.images) == spec.ct_slices
             counts["ct"].add(lesions)
             formats.add("dicom" if Path(r.meta["file"]).is_dir() else "nifti")
         elif r.meta["type"] == "scene_count":
             tiles = [np.asarray(Image.open(p).convert("RGB")) for p in r.images[1:]]  # images[0]: global view
-            with_ship = [k for k, t in enumerate(tiles) if (t.min(axis=-1) >= 240).sum() >= 200]
+            ship_pixels = [int((t.min(axis=-1) >= 240).sum()) for t in tiles]
+            assert set(ship_pixels) <= {0, SHIP_SIZE[0] * SHIP_SIZE[1]}  # one ship per tile, all of one size
+            with_ship = [k for k, pixels in enumerate(ship_pixels) if pixels]
             cols = r.meta["grid"][1]
             assert with_ship == sorted(row * cols + col for row, col in r.meta["ship_tiles"])
             assert r.answer == str(len(with_ship))
@@ -356,6 +397,7 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
             assert holding == [r.meta["needle_index"]]
     assert 0 in counts["ct"] and len(counts["ct"]) >= 2 and 0 in counts["scene"] and len(counts["scene"]) >= 2
     assert formats == {"dicom", "nifti"}  # volumes are written both ways and read back by load_ct
+    assert len(lesion_sizes) == 1  # every lesion has the same area, so counting is well posed
 
     singles = single_image_records(serial)
     lesion_slices = sum(len(r.meta["lesion_frames"]) for r in serial if r.meta["type"] == "ct_presence")
@@ -363,6 +405,25 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
     assert sum(r.meta["type"] == "mark_colour" for r in singles) == spec.needles
     with pytest.raises(ValueError, match="workers"):
         generate_task_set(tmp_path / "none", spec, haystack, False, workers=0)
+
+
+def test_synthetic_objects_sharing_a_slice_or_tile_are_separate_and_of_one_size():
+    """Several lesions in one slice, several ships in one tile: each stays a separate object of the
+    fixed size (a count read off the image is the count asked about); no room left is an error."""
+    import numpy as np
+    from scipy import ndimage
+
+    from longllava.finetune.synthetic import LESION_HU, SHIP_SIZE, make_ct_volume, make_scene
+
+    for seed in range(5):
+        volume, lesions = make_ct_volume(np.random.default_rng(seed), 3, 1, 64)
+        labels, found = ndimage.label(volume[0] >= LESION_HU)
+        assert found == len(lesions) == 3 and len(set(np.bincount(labels.ravel())[1:])) == 1
+        raster, ships = make_scene(np.random.default_rng(seed), 3, 336)
+        labels, found = ndimage.label(raster.min(axis=0) >= 240)
+        assert found == len(ships) == 3 and set(np.bincount(labels.ravel())[1:]) == {SHIP_SIZE[0] * SHIP_SIZE[1]}
+    with pytest.raises(ValueError, match="no room"):
+        make_ct_volume(np.random.default_rng(0), 40, 1, 64)
 
 
 @pytest.mark.slow
