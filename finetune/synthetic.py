@@ -109,6 +109,10 @@ class SyntheticSpec:
     # conversation (one pass over the images supervises every answer); held-out sets ask one
     # question per record, as evaluation and users do.
     multi_turn: bool = False
+    # Object counts in fixed shares instead of drawn (see ``object_count``): for held-out sets,
+    # where a draw over ~50 volumes can skew the counts so far that a model answering "0" or one
+    # fixed number (no counting at all) scores above the 70% target.
+    balanced_counts: bool = False
 
 
 def make_ct_volume(rng: np.random.Generator, num_lesions: int, slices: int, size: int):
@@ -208,9 +212,15 @@ def _records(rid, images, qas, rng, multi_turn, **meta) -> list:
                    meta={"type": qtype, "group": TASK_GROUPS[qtype], **meta}) for q, a, qtype in qas]
 
 
-def _object_count(rng: np.random.Generator, maximum: int) -> int:
+def object_count(rng: np.random.Generator, maximum: int, balanced_index: int | None = None) -> int:
     """0 with probability 1/2, else uniform in 1..maximum: presence questions are balanced, so a
-    model that always answers "yes" (or "no") scores 50%, and every count occurs."""
+    model that always answers "yes" (or "no") scores 50%, and every count occurs. With
+    ``balanced_index`` the same shares exactly, by cycling (for maximum 3) 0, 0, 0, 1, 2, 3 over the
+    task index: on whole cycles, always "0" scores 50% and "0" when empty, one fixed number
+    otherwise, scores 50% + 50%/maximum (66.7%)."""
+    if balanced_index is not None:
+        position = balanced_index % (2 * maximum)
+        return 0 if position < maximum else position - maximum + 1
     return 0 if rng.random() < 0.5 else int(rng.integers(1, maximum + 1))
 
 
@@ -224,7 +234,7 @@ def _volume_task(out, spec: SyntheticSpec, v: int, rng: np.random.Generator) -> 
     from longllava.domains.medical.slices import ct_to_slices
     from longllava.domains.medical.write import write_ct_dicom, write_ct_nifti
 
-    count = _object_count(rng, spec.max_lesions)
+    count = object_count(rng, spec.max_lesions, v if spec.balanced_counts else None)
     volume, lesions = make_ct_volume(rng, count, spec.ct_slices, spec.ct_size)
     # Every other volume is a DICOM series, the rest NIfTI: both read back through load_ct, as
     # real data would be.
@@ -249,7 +259,7 @@ def _scene_task(out, spec: SyntheticSpec, s: int, rng: np.random.Generator) -> l
     from longllava.domains.remote_sensing.scene import open_scene
     from longllava.domains.remote_sensing.tiling import tile_scene
 
-    count = _object_count(rng, spec.max_ships)
+    count = object_count(rng, spec.max_ships, s if spec.balanced_counts else None)
     raster, ships = make_scene(rng, count, spec.scene_size)
     tif = out / f"scene{s:04d}.tif"
     write_geotiff(raster, tif)

@@ -426,6 +426,33 @@ def test_synthetic_objects_sharing_a_slice_or_tile_are_separate_and_of_one_size(
         make_ct_volume(np.random.default_rng(0), 40, 1, 64)
 
 
+def test_balanced_held_out_counts_defeat_a_fixed_number_and_are_tabulated(tmp_path):
+    """Held-out sets draw no counts: they cycle 0, 0, 0, 1, 2, 3, so presence stays balanced and a
+    model that answers "0" when empty and one fixed number otherwise scores exactly 2/3 (below the 70%
+    target); the report's table shows each true count against the answers given."""
+    import numpy as np
+
+    from longllava.eval.predictions import Prediction
+    from longllava.finetune.default_model import counting_answers, score_synthetic
+    from longllava.finetune.synthetic import SyntheticSpec, generate_task_set, object_count
+
+    rng = np.random.default_rng(0)
+    assert [object_count(rng, 3, i) for i in range(12)] == [0, 0, 0, 1, 2, 3] * 2
+    assert [object_count(rng, 2, i) for i in range(4)] == [0, 0, 1, 2]
+    drawn = [object_count(rng, 3) for _ in range(3000)]
+    assert abs(drawn.count(0) / 3000 - 0.5) < 0.03 and set(drawn) == {0, 1, 2, 3}
+
+    spec = SyntheticSpec(volumes=6, scenes=6, needles=0, balanced_counts=True, seed=5)
+    records = [r for r in generate_task_set(tmp_path / "ho", spec, [], False, workers=2) if r.meta["group"] in ("counting", "presence")]
+    for kind in ("ct_count", "scene_count"):
+        assert sorted(r.answer for r in records if r.meta["type"] == kind) == ["0", "0", "0", "1", "2", "3"]
+    fixed = [Prediction(r.id, r.answer if r.answer in ("0", "yes", "no") else " 3", "test") for r in records]
+    metrics = score_synthetic(records, fixed)
+    assert metrics["group/counting"] == pytest.approx(2 / 3) and metrics["group/presence"] == 1.0
+    assert counting_answers(records, fixed) == {kind: {"0": {"0": 3}, "1": {"3": 1}, "2": {"3": 1}, "3": {"3": 1}}
+                                                for kind in ("ct_count", "scene_count")}
+
+
 @pytest.mark.slow
 def test_synthetic_default_reduced_build_learns(tmp_path):
     """The default model's two-stage recipe at a fraction of its size (16 volumes, 16 scenes, 8 needle
@@ -446,6 +473,8 @@ def test_synthetic_default_reduced_build_learns(tmp_path):
         assert losses[-1] < 0.6 * losses[0], log_path
     assert set(report["targets"]) == {"presence", "needle", "counting"}
     assert set(report["majority_answer_share"]) == {"presence", "needle", "counting", "localisation"}
+    answered = report["counting_answers"]  # every held-out counting question, by true count
+    assert sum(n for rows in answered.values() for row in rows.values() for n in row.values()) == heldout.volumes + heldout.scenes
     assert (out / "final" / "config.json").is_file() and (out / "training_curve.png").is_file()
     assert report["heldout"]["group/presence"] > 0.5 and report["heldout"]["group/counting"] > 0.25
 
