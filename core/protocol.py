@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
 from longllava.core.records import GPT, HUMAN, IMAGE_PLACEHOLDER, Record
+from longllava.traces import ImageTrace, trace_dict
 
 IMG_OPEN, IMG_CLOSE = "<img>", "</img>"
 VID_OPEN, VID_CLOSE, FRAME_SEP = "<vid>", "</vid>", "<t>"
@@ -36,7 +37,7 @@ class ImageInput:
     """One image (PIL image or path)."""
 
     image: Any
-    trace: dict[str, Any] = field(default_factory=dict)
+    trace: ImageTrace | dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class StackInput:
     """An ordered stack: video frames or CT slices, in order."""
 
     frames: Sequence[Any]
-    traces: Sequence[dict[str, Any]] = ()
+    traces: Sequence[ImageTrace | dict[str, Any]] = ()
 
 
 @dataclass
@@ -55,7 +56,7 @@ class HighResInput:
     tiles: Sequence[Any]
     rows: int
     cols: int
-    traces: Sequence[dict[str, Any]] = ()  # one per tile
+    traces: Sequence[ImageTrace | dict[str, Any]] = ()  # one per tile
 
     def __post_init__(self):
         if self.rows * self.cols != len(self.tiles):
@@ -84,19 +85,19 @@ def render_highres(rows: int, cols: int) -> str:
 def render_visual(visual: Visual) -> tuple[str, list[Any], list[dict[str, Any]]]:
     """Marked-up text, images in placeholder order, and one trace entry per image."""
     if isinstance(visual, ImageInput):
-        return IMAGE_BLOCK, [visual.image], [{"kind": "image", **visual.trace}]
+        return IMAGE_BLOCK, [visual.image], [{"kind": "image", **trace_dict(visual.trace)}]
     if isinstance(visual, StackInput):
         traces = list(visual.traces) or [{} for _ in visual.frames]
         if len(traces) != len(visual.frames):
             raise ValueError(f"{len(visual.frames)} frames but {len(traces)} trace entries")
         if not visual.frames:
             raise ValueError("an image stack needs at least one frame")
-        trace = [{"kind": "frame", "frame": i, **t} for i, t in enumerate(traces)]
+        trace = [{"kind": "frame", "frame": i, **trace_dict(t)} for i, t in enumerate(traces)]
         return render_stack(len(visual.frames)), list(visual.frames), trace
     if isinstance(visual, HighResInput):
         traces = list(visual.traces) or [{} for _ in visual.tiles]
         trace = [{"kind": "global"}] + [
-            {"kind": "tile", "row": i // visual.cols, "col": i % visual.cols, **t} for i, t in enumerate(traces)
+            {"kind": "tile", "row": i // visual.cols, "col": i % visual.cols, **trace_dict(t)} for i, t in enumerate(traces)
         ]
         return render_highres(visual.rows, visual.cols), [visual.global_view, *visual.tiles], trace
     raise TypeError(f"not a visual input: {type(visual).__name__}")

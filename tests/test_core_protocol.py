@@ -157,3 +157,20 @@ def test_record_layouts_stack_and_highres():
     bad = Record("sc2", ["g.png", "t.png"], grid.conversations, meta={"layout": "highres", "grid": [2, 2]})
     with pytest.raises(ValueError, match="2x2 grid needs 5 images"):
         protocol.record_turns(bad)
+
+
+def test_image_trace_is_the_one_schema_the_protocol_writes():
+    from longllava.core import protocol
+    from longllava.traces import ImageTrace
+
+    slices = [ImageTrace(slice_index=7, z_mm=-12.5), ImageTrace(slice_index=9, z_mm=-6.5)]
+    message = protocol.user_message([protocol.StackInput(["a", "b"], slices)], "Which slice?")
+    assert message.trace == [
+        {"kind": "frame", "frame": 0, "slice_index": 7, "z_mm": -12.5},
+        {"kind": "frame", "frame": 1, "slice_index": 9, "z_mm": -6.5},
+    ]
+    tile = ImageTrace(window=(0, 336, 336, 336), bounds=(1.0, 2.0, 3.0, 4.0), crs="EPSG:32618", date="2021-05-01")
+    grid = protocol.user_message([protocol.HighResInput("g", ["t"], 1, 1, [tile])], "q").trace
+    assert grid[1] == {"kind": "tile", "row": 0, "col": 0, "window": [0, 336, 336, 336],
+                       "bounds": [1.0, 2.0, 3.0, 4.0], "crs": "EPSG:32618", "date": "2021-05-01"}
+    assert protocol.user_message([protocol.ImageInput("i", {"path": "x.png"})], "q").trace == [{"kind": "image", "path": "x.png"}]
