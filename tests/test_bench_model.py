@@ -94,7 +94,7 @@ def test_timed_prefill_is_the_core_prefill_and_stops_at_its_budget(tiny):
 
     stopped = timed_prefill(model, embeds, 32, "cpu", budget_s=1e-9)  # over budget after every chunk
     assert (stopped.measured_chunks, stopped.total_chunks) == (3, -(-ids.shape[1] // 32))
-    assert not stopped.complete and stopped.cache is None and stopped.logits is None and stopped.seconds > 0
+    assert not stopped.complete and stopped.cache is None and stopped.logits is None
 
 
 def test_variant_layouts_change_only_the_attention_mamba_pattern():
@@ -189,7 +189,7 @@ def test_targets_at_1000_images_say_what_their_ratios_rest_on():
                    {"kv": 0, "state": 0, "total": {"hybrid": 125, "attention": 1000}[variant]}, extrapolated=extrapolated)
 
     measured = [row("hybrid", 30.0, 90, {"total": 125}), row("attention", 100.0, 100, {"total": 1000})]
-    results = {"preset": "tiny", "device": "cpu", "rows": [asdict(r) for r in measured], "ratios": ratios(measured)}
+    results = {"preset": "tiny-random", "device": "cpu", "rows": [asdict(r) for r in measured], "ratios": ratios(measured)}
     checks = check_targets(results)["checks"]
     assert {k: c["met"] for k, c in checks.items()} == {"prefill_s": True, "peak_bytes": True, "cache_bytes": True}
     assert checks["prefill_s"]["ratio"] == pytest.approx(0.3) and checks["cache_bytes"]["basis"] == "measured"
@@ -197,7 +197,7 @@ def test_targets_at_1000_images_say_what_their_ratios_rest_on():
     # attention stopped by --prefill-budget: its peak is a lower bound, so a ratio above 1 decides nothing
     stopped = [row("hybrid", 30.0, 250), row("attention", 100.0, 100, extrapolated="budget")]
     stopped[0].cache_bytes = {"total": 125}
-    results = {"preset": "tiny", "device": "cpu", "rows": [asdict(r) for r in stopped], "ratios": ratios(stopped)}
+    results = {"preset": "tiny-random", "device": "cpu", "rows": [asdict(r) for r in stopped], "ratios": ratios(stopped)}
     checks = check_targets(results)["checks"]
     assert checks["peak_bytes"]["met"] is None and "upper bound" in checks["peak_bytes"]["basis"]
     assert checks["prefill_s"]["met"] is True and "extrapolated" in checks["prefill_s"]["basis"]
