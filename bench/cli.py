@@ -5,6 +5,7 @@ Mamba, 1 to 1000 images), ``scan`` (the Mamba selective scan: fused CPU kernel v
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     model.add_argument(
         "--time-budget",
+        dest="time_budget_s",
         type=float,
         default=None,
         metavar="S",
@@ -51,6 +53,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     model.add_argument(
         "--prefill-budget",
+        dest="prefill_budget_s",
         type=float,
         default=None,
         metavar="S",
@@ -105,23 +108,11 @@ def _bench_model(args: argparse.Namespace) -> int:
     from longllava.bench.report import format_report
     from longllava.bench.settings import ModelBenchConfig
 
-    settings = ModelBenchConfig(
-        preset=args.preset,
-        images=parse_counts(args.images),
-        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
-        chunk_size=args.chunk_size,
-        max_new_tokens=args.max_new_tokens,
-        unchunked_max_images=args.unchunked_max_images,
-        device=args.device,
-        dtype=args.dtype,
-        threads=args.threads,
-        time_budget_s=args.time_budget,
-        prefill_budget_s=args.prefill_budget,
-        resume=args.resume,
-        seed=args.seed,
-        out=args.out,
-    )
-    results = run_model_bench(settings)
+    # every option is a ModelBenchConfig field of the same name; two arrive as comma-separated text
+    options = {field.name: getattr(args, field.name) for field in dataclasses.fields(ModelBenchConfig)}
+    options["images"] = parse_counts(args.images)
+    options["variants"] = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    results = run_model_bench(ModelBenchConfig(**options))
     print(json.dumps(results, indent=2) if args.json else format_report(results))
     return 0
 

@@ -28,7 +28,7 @@ each, plus a short question, in the chat template):
   the process RSS sampled by a thread every ``SAMPLE_INTERVAL_S`` (freed heap is handed back to
   the OS before each measurement so that the baseline is honest);
 * cache + state bytes: the sum of tensor bytes of the cache object after prefill (attention K/V,
-  Mamba conv and SSM states), next to the analytic model :func:`analytic_cache_bytes`.
+  Mamba conv and SSM states), next to the analytic model :func:`~longllava.bench.memory.analytic_cache_bytes`.
 
 ``--preset longllava-9b`` without CUDA reports the analytic memory model only (parameters counted
 on the meta device, KV bytes per token, Mamba state bytes, cache + state at each N).
