@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "longllava.domains.medical.cli",
     "longllava.eval.cli",
     "longllava.domains.remote_sensing.cli",
-    "longllava.core.bench_cli",
+    "longllava.bench.cli",
     "longllava.eval.runner_cli",
     "longllava.apps.cli",
     "longllava.finetune.cli",

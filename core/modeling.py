@@ -7,6 +7,8 @@ Structured like transformers' ``modeling_llava``: one config, one model, one sea
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.activations import ACT2FN
+from transformers.masking_utils import create_recurrent_attention_mask
 
 from longllava.core.attention import CHUNKED_SDPA
 from longllava.core.configuration import LongLlavaConfig
@@ -171,33 +174,64 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
     @torch.no_grad()
     def prefill(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         chunk_size: int | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ):
-        """Run the prompt through the LM in chunks of ``chunk_size`` tokens.
+        """Run the prompt (ids and images, or ready ``inputs_embeds``) through the LM in chunks of
+        ``chunk_size`` tokens (:meth:`prefill_chunks`). Returns the cache and the logits of the last
+        position."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_inputs(input_ids, pixel_values)
+        for cache, logits, _ in self.prefill_chunks(inputs_embeds, attention_mask, chunk_size):
+            pass
+        return cache, logits
+
+    @torch.no_grad()
+    def prefill_chunks(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> Iterator[tuple[DynamicCache, torch.Tensor, int]]:
+        """Chunked prefill from embeddings, yielding (cache, last-position logits, tokens done) after
+        every chunk, so a caller can time each chunk or stop early (``longllava bench model``).
 
         Mamba layers carry their state from chunk to chunk and only the attention layers' KV cache
-        grows, so activation memory is bounded by the chunk, not the prompt. Returns the cache and
-        the logits of the last position."""
+        grows, so activation memory is bounded by the chunk, not the prompt."""
         chunk_size = chunk_size or self.config.prefill_chunk_size
-        embeds = self.embed_inputs(input_ids, pixel_values)
         if attention_mask is None:
-            attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         cache = DynamicCache(config=self.config.text_config)
-        length = embeds.shape[1]
+        length = inputs_embeds.shape[1]
         for start in range(0, length, chunk_size):
             end = min(length, start + chunk_size)
-            out = self.language_model(
-                inputs_embeds=embeds[:, start:end],
-                attention_mask=attention_mask[:, :end],
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-                output_router_logits=False,  # no load-balancing loss at inference, whatever training set
-            )
-        return cache, out.logits[:, -1]
+            logits = self.cached_step(cache, attention_mask[:, :end], inputs_embeds=inputs_embeds[:, start:end])
+            yield cache, logits, end
+
+    def cached_step(self, cache: DynamicCache, attention_mask: torch.Tensor | None = None, **inputs) -> torch.Tensor:
+        """One LM forward continuing ``cache`` with ``inputs_embeds`` (a prefill chunk) or ``input_ids``
+        (decoded tokens); ``attention_mask`` covers the cached and the new positions. Returns the
+        logits of the last position."""
+        if "attention" not in self.config.text_config.layers_block_type:
+            # JambaModel sizes its causal mask from the KV cache, which a layout without attention
+            # layers (the benchmark's pure-Mamba variant) lacks: hand its Mamba layers the padding
+            # mask directly.
+            new = next(iter(inputs.values()))
+            attention_mask = {
+                "linear_attention": create_recurrent_attention_mask(self.config.text_config, new, attention_mask)
+            }
+        out = self.language_model(
+            **inputs,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            output_router_logits=False,  # no load-balancing loss at inference, whatever training set
+        )
+        return out.logits[:, -1]
 
     @torch.no_grad()
     def greedy_generate(
@@ -225,10 +259,7 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
             if bool(finished.all()):
                 break
             attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
-            logits = self.language_model(
-                input_ids=token[:, None], attention_mask=attention_mask, cache=cache, use_cache=True,
-                output_router_logits=False,
-            ).logits[:, -1]
+            logits = self.cached_step(cache, attention_mask, input_ids=token[:, None])
         if not generated:
             return input_ids.new_zeros((input_ids.shape[0], 0))
         return torch.stack(generated, dim=1)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from longllava.core import attention
 from longllava.core.attention import CHUNKED_SDPA, chunked_sdpa_mask, lower_right_attention, merged_attention_cpu
-from longllava.core.bench_model import prefill_embeds, variant_config
+from longllava.bench.settings import variant_config
 from longllava.core.configuration import tiny_config
 from longllava.core.modeling import LongLlavaForConditionalGeneration
 
@@ -93,7 +93,7 @@ def test_chunked_prefill_equals_one_pass_without_a_mask(variant, kv_heads, prefi
         expected = lm(inputs_embeds=embeds).logits[:, -1]
         for chunk in (7, 64, 128):
             before = len(prefix_calls)
-            _, logits = prefill_embeds(lm, embeds, chunk)
+            _, logits = model.prefill(inputs_embeds=embeds, chunk_size=chunk)
             torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
             chunks_after_first = -(-300 // chunk) - 1
             layers = lm.config.layers_block_type.count("attention")

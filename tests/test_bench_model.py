@@ -4,22 +4,18 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from longllava.cli import main
-from longllava.core.bench_model import (
-    ModelBenchConfig,
-    analytic_cache_bytes,
-    Row,
+from longllava.bench.memory import analytic_cache_bytes, measured_cache_bytes
+from longllava.bench.model import (
     build_variant,
-    check_targets,
     extrapolate_prefill_seconds,
-    measured_cache_bytes,
-    prefill_embeds,
     prompt_ids,
-    run_model_bench,
-    variant_config,
     prompt_processor,
-    ratios,
+    run_model_bench,
+    timed_prefill,
 )
+from longllava.bench.report import Row, check_targets, ratios
+from longllava.bench.settings import ModelBenchConfig, variant_config
+from longllava.cli import main
 from longllava.core.checkpoint import preset_config
 from longllava.errors import InputError
 
@@ -52,6 +48,7 @@ def test_cli_small_run_writes_outputs_and_cache_matches_analytic(tmp_path, capsy
     assert (out / "bench_model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "results.json").read_text())
     assert results == printed and results["mode"] == "measured" and results["dtype"] == "float32"
+    assert results["preset"] == "tiny-random"  # the default, the core's preset
 
     text = preset_config("tiny-random").text_config
     attention_layers = {"hybrid": 1, "attention": text.num_hidden_layers, "mamba": 0}
@@ -81,7 +78,7 @@ def test_cli_small_run_writes_outputs_and_cache_matches_analytic(tmp_path, capsy
     assert results["targets"]["evaluated"] is False
 
 
-def test_prefill_from_embeddings_matches_core_prefill(tiny):
+def test_timed_prefill_is_the_core_prefill_and_stops_at_its_budget(tiny):
     model, _ = tiny
     processor = prompt_processor(model.config)
     ids = prompt_ids(processor, 2)
@@ -90,9 +87,14 @@ def test_prefill_from_embeddings_matches_core_prefill(tiny):
     core_cache, core_logits = model.prefill(ids, pixels, chunk_size=128)
     with torch.no_grad():
         embeds = model.embed_inputs(ids, pixels)
-    cache, logits = prefill_embeds(model.language_model, embeds, 128)
-    torch.testing.assert_close(logits, core_logits, rtol=1e-5, atol=1e-5)
-    assert measured_cache_bytes(cache) == measured_cache_bytes(core_cache)
+    timing = timed_prefill(model, embeds, 128, "cpu")
+    assert timing.complete and timing.total_chunks == -(-ids.shape[1] // 128) and timing.seconds > 0
+    torch.testing.assert_close(timing.logits, core_logits, rtol=1e-5, atol=1e-5)
+    assert measured_cache_bytes(timing.cache) == measured_cache_bytes(core_cache)
+
+    stopped = timed_prefill(model, embeds, 32, "cpu", budget_s=1e-9)  # over budget after every chunk
+    assert (stopped.measured_chunks, stopped.total_chunks) == (3, -(-ids.shape[1] // 32))
+    assert not stopped.complete and stopped.cache is None and stopped.logits is None
 
 
 def test_variant_layouts_change_only_the_attention_mamba_pattern():
@@ -112,8 +114,8 @@ def test_pure_mamba_chunked_prefill_equals_one_pass_and_holds_only_state():
     config = preset_config("tiny-random")
     model = build_variant(config, "mamba", "cpu", torch.float32, seed=0)
     embeds = torch.randn(1, 300, 64, generator=torch.Generator().manual_seed(2))
-    one_cache, one_logits = prefill_embeds(model.language_model, embeds, 300)
-    cache, logits = prefill_embeds(model.language_model, embeds, 64)
+    one_cache, one_logits = model.prefill(inputs_embeds=embeds, chunk_size=300)
+    cache, logits = model.prefill(inputs_embeds=embeds, chunk_size=64)
     torch.testing.assert_close(logits, one_logits, rtol=1e-4, atol=1e-5)
     text = model.config.text_config
     assert measured_cache_bytes(cache) == {"kv": 0, "state": expected_cache_bytes(text, 0, 300, 4), "total": expected_cache_bytes(text, 0, 300, 4)}
@@ -148,6 +150,9 @@ def test_bad_options_are_clear_errors(capsys, tmp_path):
     assert "unknown ['rwkv']" in capsys.readouterr().err
     assert main(["bench", "model", "--images", "1", "--max-new-tokens", "1", "--out", str(tmp_path)]) == 2
     assert "at least 2" in capsys.readouterr().err
+    assert main(["bench", "model", "--preset", "tiny-9b", "--out", str(tmp_path)]) == 2
+    assert "unknown preset 'tiny-9b'; choose one of tiny-random, longllava-9b" in capsys.readouterr().err
+    assert ModelBenchConfig(preset="tiny").resolve().preset == "tiny-random"  # the name the docs use
 
 
 def test_spent_time_budget_skips_measurements_but_writes_outputs(tmp_path, capsys):
@@ -184,7 +189,7 @@ def test_targets_at_1000_images_say_what_their_ratios_rest_on():
                    {"kv": 0, "state": 0, "total": {"hybrid": 125, "attention": 1000}[variant]}, extrapolated=extrapolated)
 
     measured = [row("hybrid", 30.0, 90, {"total": 125}), row("attention", 100.0, 100, {"total": 1000})]
-    results = {"preset": "tiny", "device": "cpu", "rows": [asdict(r) for r in measured], "ratios": ratios(measured)}
+    results = {"preset": "tiny-random", "device": "cpu", "rows": [asdict(r) for r in measured], "ratios": ratios(measured)}
     checks = check_targets(results)["checks"]
     assert {k: c["met"] for k, c in checks.items()} == {"prefill_s": True, "peak_bytes": True, "cache_bytes": True}
     assert checks["prefill_s"]["ratio"] == pytest.approx(0.3) and checks["cache_bytes"]["basis"] == "measured"
@@ -192,7 +197,7 @@ def test_targets_at_1000_images_say_what_their_ratios_rest_on():
     # attention stopped by --prefill-budget: its peak is a lower bound, so a ratio above 1 decides nothing
     stopped = [row("hybrid", 30.0, 250), row("attention", 100.0, 100, extrapolated="budget")]
     stopped[0].cache_bytes = {"total": 125}
-    results = {"preset": "tiny", "device": "cpu", "rows": [asdict(r) for r in stopped], "ratios": ratios(stopped)}
+    results = {"preset": "tiny-random", "device": "cpu", "rows": [asdict(r) for r in stopped], "ratios": ratios(stopped)}
     checks = check_targets(results)["checks"]
     assert checks["peak_bytes"]["met"] is None and "upper bound" in checks["peak_bytes"]["basis"]
     assert checks["prefill_s"]["met"] is True and "extrapolated" in checks["prefill_s"]["basis"]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from longllava.cli import main
-from longllava.domains.medical.bench import run_ct_bench, write_dicom_series, write_nifti
+from longllava.bench.ct import run_ct_bench, write_dicom_series, write_nifti
 from longllava.domains.medical.ct import load_ct
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ct"

@@ -6,5 +6,5 @@
 - :mod:`.slices`: slice selection and lazy ``ct_to_slices``;
 - :mod:`.large_image`: ``load_large_image`` for pathology PNG / JPEG / (tiled) TIFF;
 - :mod:`.datasets`: PubMedVision, VQA-RAD / PathVQA (LLaVA-Med and multiple-choice formats), CT-RATE;
-- :mod:`.cli` / :mod:`.bench`: ``longllava ct-slices`` and ``longllava bench ct``.
+- :mod:`.cli`: ``longllava ct-slices`` (``longllava bench ct`` is :mod:`longllava.bench.ct`).
 """

@@ -1,4 +1,4 @@
-"""CLI for the medical domain: ``ct-slices`` and ``bench ct``."""
+"""CLI for the medical domain: ``ct-slices`` (``bench ct`` lives in :mod:`longllava.bench.cli`)."""
 
 from __future__ import annotations
 
@@ -30,19 +30,6 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     slices.add_argument("--allow-non-ct", action="store_true", help="accept non-CT DICOM (values are then not HU)")
     slices.add_argument("--json", action="store_true", help="print the summary as JSON")
     slices.set_defaults(func=_ct_slices)
-
-    ct_bench = bench.add_parser("ct", help="CT loading + slicing speed and peak memory on a generated volume")
-    ct_bench.add_argument("--shape", default="300,512,512", help="z,y,x of the generated volume (default 300,512,512)")
-    ct_bench.add_argument("--formats", default="nifti,dicom,dicom-j2k", help="comma-separated: nifti, dicom (uncompressed), dicom-j2k (JPEG 2000 lossless)")
-    ct_bench.add_argument("--workdir", type=Path, help="where to write the generated files (default: a temporary folder)")
-    ct_bench.add_argument(
-        "--repeat", type=int, default=3, help="run decode and slices alternately N times, keep the fastest of each (default 3)"
-    )
-    ct_bench.add_argument(
-        "--workers", type=int, help="threads that render the slices (default: the usable cores, at most 4; 1: serial)"
-    )
-    ct_bench.add_argument("--json", action="store_true")
-    ct_bench.set_defaults(func=_bench_ct)
 
 
 def _ct_slices(args: argparse.Namespace) -> int:
@@ -92,13 +79,4 @@ def _ct_slices(args: argparse.Namespace) -> int:
             f"{tuple(round(s, 3) for s in volume.spacing_mm)} mm  {volume.orientation}  HU {hu_min:g}..{hu_max:g}  "
             f"z {summary['slice_z_mm'][0]}..{summary['slice_z_mm'][-1]} mm"
         )
-    return 0
-
-
-def _bench_ct(args: argparse.Namespace) -> int:
-    from longllava.domains.medical.bench import format_report, run_ct_bench
-
-    shape = tuple(int(v) for v in args.shape.split(","))
-    report = run_ct_bench(shape, [f.strip() for f in args.formats.split(",")], args.workdir, args.repeat, args.workers)
-    print(json.dumps(report) if args.json else format_report(report))
     return 0

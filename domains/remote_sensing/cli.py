@@ -1,4 +1,4 @@
-"""CLI for remote sensing: ``scene-tiles`` and ``bench scene``."""
+"""CLI for remote sensing: ``scene-tiles`` (``bench scene`` lives in :mod:`longllava.bench.cli`)."""
 
 from __future__ import annotations
 
@@ -32,18 +32,6 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tiles.add_argument("--json", action="store_true", help="print the summary as JSON only")
     tiles.set_defaults(func=_scene_tiles)
 
-    scene = bench.add_parser("scene", help="tiling throughput and peak RSS on a large generated GeoTIFF")
-    scene.add_argument("--size", type=int, default=30000, help="generated scene side in pixels")
-    scene.add_argument("--tile", type=int, default=336)
-    scene.add_argument("--path", default=None, help="benchmark this raster instead of generating one")
-    scene.add_argument("--workdir", default=None, help="where to generate the scene (default: a temp dir)")
-    scene.add_argument("--keep", action="store_true", help="keep the generated scene")
-    scene.add_argument("--limit", type=int, default=None, help="read only the first N tiles")
-    scene.add_argument("--gdal-cache-mb", type=int, default=DEFAULT_GDAL_CACHE_MB)
-    scene.add_argument("--repeat", type=int, default=2, help="runs of each measurement (best time kept)")
-    scene.add_argument("--json", action="store_true")
-    scene.set_defaults(func=_bench_scene)
-
 
 def _scene_tiles(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -75,18 +63,4 @@ def _scene_tiles(args: argparse.Namespace) -> int:
               f"{summary['downsample']}, gsd {summary['gsd']} m, crs {summary['crs']}")
         print(f"bounds {summary['bounds']}  lon/lat {summary['lonlat_bounds']}")
         print(f"wrote tiles, thumbnail.png, grid.geojson and summary.json to {out}")
-    return 0
-
-
-def _bench_scene(args: argparse.Namespace) -> int:
-    from longllava.domains.remote_sensing.bench import run_scene_bench
-
-    report = run_scene_bench(path=args.path, size=args.size, tile=args.tile, workdir=args.workdir,
-                             keep=args.keep, limit=args.limit, gdal_cache_mb=args.gdal_cache_mb,
-                             repeat=args.repeat)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for key, value in report.items():
-            print(f"{key:>24}: {value}")
     return 0

@@ -132,7 +132,7 @@ def measure(mode: str, fmt: str, path: Path, workers: int = 1) -> dict[str, Any]
 
 def _measure_in_subprocess(mode: str, fmt: str, path: Path, workers: int) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "longllava.domains.medical.bench", mode, fmt, str(path), str(workers)],
+        [sys.executable, "-m", "longllava.bench.ct", mode, fmt, str(path), str(workers)],
         capture_output=True,
         text=True,
         check=True,
