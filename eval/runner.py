@@ -226,11 +226,10 @@ def _ct_rate_task(config: RunConfig) -> EvalTask:
     def volume_stack(name: str) -> protocol.StackInput:
         from longllava.domains.medical.datasets import load_ct_rate_volume
         from longllava.domains.medical.slices import ct_to_slices
+        from longllava.domains.medical.visuals import ct_stack
 
-        slices = list(ct_to_slices(load_ct_rate_volume(volumes[name]), max_slices=config.max_slices))
-        return protocol.StackInput([s.image for s in slices],
-                                   [{"volume": name, "slice_index": s.index, "z_mm": round(s.z_mm, 3)}
-                                    for s in slices])
+        return ct_stack(ct_to_slices(load_ct_rate_volume(volumes[name]), max_slices=config.max_slices),
+                        record=name)
 
     items = []
     for name, item in volumes.items():

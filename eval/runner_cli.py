@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from longllava.core.cli import _add_model_args
+from longllava.core.cli import add_model_args
 from longllava.eval.benchmarks import VQA_PROTOCOLS
 
 DATA_HELP = {
@@ -35,7 +35,7 @@ def _ints(text: str) -> list[int]:
 
 
 def _add_run_args(parser: argparse.ArgumentParser, data_help: str) -> None:
-    _add_model_args(parser)
+    add_model_args(parser)
     parser.add_argument("--data", required=True, metavar="PATH", help=data_help)
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder: predictions.jsonl (resumed when present), run.json, "
@@ -97,13 +97,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _load_model(args: argparse.Namespace):
+    """The model, loaded by ``args.load_model`` (set by the top-level CLI, which resolves names
+    such as ``default``)."""
     import torch
-
-    from longllava.core.cli import load_from_args
 
     if args.device is None and torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per rank
-    return load_from_args(args)
+    return args.load_model(args)
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:

@@ -73,7 +73,7 @@ def test_eval_cli_writes_predictions_and_metrics(case, tmp_path, capsys):
         assert [r["question_id"].split("::")[1] for r in records][:2] == [
             "Medical material", "Arterial wall calcification"]
         assert records[0]["num_images"] == 1
-        assert records[0]["trace"] == {"kind": "frame", "frame": 0, "volume": "valid_1_a_1.nii.gz",
+        assert records[0]["trace"] == {"kind": "frame", "frame": 0, "record": "valid_1_a_1.nii.gz",
                                        "slice_index": 0, "z_mm": records[0]["trace"]["z_mm"]}
         assert metrics["counts"]["volumes"] == 1 and metrics["counts"]["decisions"] == 18
         return

@@ -1,10 +1,11 @@
-"""CLI for remote sensing: ``scene-tiles`` and ``bench scene``."""
+"""CLI for remote sensing: ``scene-tiles``, ``bench scene`` and the ``--scene`` input of ``ask``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from longllava.core.cli import add_visual_source, ask_command
 from longllava.errors import InputError
 
 DEFAULT_GDAL_CACHE_MB = 256  # bounds GDAL's block cache (default: 5% of RAM), and so the peak RSS
@@ -43,6 +44,25 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     scene.add_argument("--repeat", type=int, default=2, help="runs of each measurement (best time kept)")
     scene.add_argument("--json", action="store_true")
     scene.set_defaults(func=_bench_scene)
+
+    ask = ask_command(commands)
+    if ask is not None:
+        scenes = ask.add_argument_group("scenes")
+        scenes.add_argument("--scene", metavar="PATH", help="a GeoTIFF / raster scene as global view + tile grid (tiles of --tile px)")
+        scenes.add_argument("--max-tiles", type=int, default=64, help="scene tiles at most (coarser level beyond)")
+        add_visual_source(ask, ("--scene",), scene_visuals)
+
+
+def scene_visuals(args: argparse.Namespace) -> list:
+    """``ask --scene``: the scene as global view + tile grid."""
+    if not args.scene:
+        return []
+    from longllava.domains.remote_sensing.scene import open_scene
+    from longllava.domains.remote_sensing.tiling import tile_scene
+    from longllava.domains.remote_sensing.visuals import scene_input
+
+    with open_scene(args.scene) as scene:
+        return [scene_input(tile_scene(scene, tile=args.tile, max_tiles=args.max_tiles))]
 
 
 def _scene_tiles(args: argparse.Namespace) -> int:
