@@ -8,8 +8,9 @@ than N). :func:`~longllava.eval.needles.insert_needle` marks the image at relati
 that image shows. The N images go to the model as one ordered stack (``<vid>`` frames).
 
 An answer is right when the first colour name it mentions (red, green, blue, yellow) is the
-needle's. Answers go to ``predictions.jsonl`` exactly as in :mod:`longllava.eval.runner` (appended,
-resumable, sharded by ``RANK`` / ``WORLD_SIZE``); the results are ``vniah.json`` (accuracy per
+needle's. V-NIAH runs through the runner's :func:`~longllava.eval.runner.run_task` like every
+benchmark: answers go to ``predictions.jsonl`` (appended, resumable, sharded by ``RANK`` /
+``WORLD_SIZE``); the results are ``vniah.json`` (accuracy per
 (N, depth) cell, counts) and ``vniah_heatmap.png`` (depth down, N across, like Figure 4 of the
 LongLLaVA paper). Each (N, depth, sample) draws its colour and mark position from a generator seeded
 with (seed, N, depth index, sample), so a resumed or sharded run asks exactly the same questions.
@@ -30,9 +31,8 @@ from longllava.core import protocol
 from longllava.errors import InputError
 from longllava.eval.needles import NEEDLE_COLOURS, NEEDLE_QUESTION, insert_needle
 from longllava.traces import ImageTrace
-from longllava.eval.runner import (EvalItem, check_run_config, generate_shard, load_on_cpu,
-                                   merge_predictions, model_answerer, read_run_file,
-                                   shard_from_environment, wait_for_answers)
+from longllava.eval.predictions import Prediction
+from longllava.eval.runner import EvalItem, EvalTask, RunOutcome, run_task
 
 CT_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".zip")
 DEFAULT_LENGTHS = (1, 10, 50, 100, 200, 500, 1000)
@@ -210,42 +210,27 @@ def plot_heatmap(result: VniahResult, path: str | Path, title: str = "") -> Path
     return Path(path)
 
 
-@dataclass
-class VniahOutcome:
-    out_dir: Path
-    rank: int
-    world: int
-    new_answers: int
-    result: VniahResult | None = None  # rank 0 only
+def vniah_task(config: VniahConfig) -> EvalTask:
+    """V-NIAH as a task of the runner: its questions, and a scorer that also writes
+    ``vniah.json`` and the heat map."""
+    haystack = open_haystack(config.data, config.haystack, tile=config.tile)
+    described = {"kind": haystack.kind, "source": haystack.source, "images": haystack.count}
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> VniahResult:
+        return score_vniah([p.fields for p in predictions], config.lengths, config.depths, described)
+
+    def write(result: VniahResult, out_dir: Path) -> None:
+        (out_dir / RESULTS).write_text(json.dumps(result.to_dict() | {"model": config.model}, indent=2) + "\n",
+                                       encoding="utf-8")
+        plot_heatmap(result, out_dir / HEATMAP)
+
+    return EvalTask("vniah", "vniah", vniah_items(haystack, config), score, config.max_new_tokens, write,
+                    run_fields={"haystack": haystack.kind}, keep_other_ids=True)
 
 
-def run_vniah(config: VniahConfig, load_model: Callable[[], Any] | None = None) -> VniahOutcome:
+def run_vniah(config: VniahConfig, load_model: Callable[[], Any] | None = None) -> RunOutcome:
     """Ask every (N, depth, sample) question (resuming, sharded), then score and plot (rank 0).
 
     ``load_model`` returns a :class:`~longllava.core.pipeline.LongLlava`, called once the haystack
     is open; by default ``config.model`` is loaded on the CPU."""
-    haystack = open_haystack(config.data, config.haystack, tile=config.tile)
-    items = vniah_items(haystack, config)
-    rank, world = shard_from_environment()
-    out_dir = Path(config.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_run_config(out_dir, asdict(config) | {"haystack": haystack.kind}, VniahConfig.IDENTITY)
-    llava = load_model() if load_model is not None else load_on_cpu(config.model)
-    new = generate_shard(model_answerer(llava, config.model, config.max_new_tokens), items, out_dir,
-                         batch_size=config.batch_size, rank=rank, world=world, desc="vniah")
-    outcome = VniahOutcome(out_dir, rank, world, new)
-    if rank != 0:
-        return outcome
-    ids = [item.id for item in items]
-    if world > 1:
-        wait_for_answers(out_dir, ids, config.merge_timeout_s)
-    merged, _ = merge_predictions(out_dir, ids, keep_other_ids=True)  # other lengths / depths
-    asked = set(ids)
-    records = [r for r in read_run_file(merged) if str(r["question_id"]) in asked]
-    outcome.result = score_vniah(records, config.lengths, config.depths,
-                                 {"kind": haystack.kind, "source": haystack.source,
-                                  "images": haystack.count})
-    (out_dir / RESULTS).write_text(json.dumps(outcome.result.to_dict() | {"model": config.model},
-                                              indent=2) + "\n", encoding="utf-8")
-    plot_heatmap(outcome.result, out_dir / HEATMAP)
-    return outcome
+    return run_task(vniah_task(config), config, load_model)

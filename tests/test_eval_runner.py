@@ -92,8 +92,8 @@ def test_eval_cli_writes_predictions_and_metrics(case, tmp_path, capsys):
 
 @pytest.mark.parametrize("bench, data, expected", [
     ("fit-rsfg", EVAL / "vqa_rad_test.json", "FIT-RSFG-Bench test_FITRS_vqa_eval.jsonl"),
-    ("vqa-rad", EVAL / "fitrs_vqa_eval.jsonl", "a LLaVA-Med test.json or a HuatuoGPT-Vision"),
-    ("ct-rate", EVAL / "ct_rate_labels.csv", "the CT-RATE root folder"),
+    ("vqa-rad", EVAL / "fitrs_vqa_eval.jsonl", "LLaVA-Med test.json or HuatuoGPT-Vision"),
+    ("ct-rate", EVAL / "ct_rate_labels.csv", "CT-RATE root folder"),
 ])
 def test_data_in_the_wrong_format_is_a_clear_input_error(bench, data, expected, tmp_path):
     config = RunConfig(benchmark=bench, data=str(data), out=str(tmp_path / "run"))
