@@ -2,7 +2,7 @@
 (the registry builds the ``default`` model on first use).
 
 ``ask`` is registered first; the layers below add their inputs to it in their own ``register()``
-(:func:`longllava.core.cli.add_visual_source`): images, stacks and high-res images from the core,
+(:func:`longllava.core.cli.ask_inputs`): images, stacks and high-res images from the core,
 CT volumes from the medical domain, scenes from remote sensing.
 """
 

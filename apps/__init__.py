@@ -11,12 +11,6 @@ non-UI pieces: per-session folders (``sessions``), upload limits (``uploads``), 
 import lazy_loader
 
 # Imported on first use (PEP 562), so importing the package stays fast.
-__getattr__, __dir__, __all__ = lazy_loader.attach(
-    __name__,
-    submod_attrs={
-        "medical": ["build_medical_app"],
-        "remote_sensing": ["build_remote_sensing_app"],
-        "serving": ["launch"],
-        "settings": ["DemoSettings"],
-    },
-)
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "medical": ["build_medical_app"], "remote_sensing": ["build_remote_sensing_app"],
+    "serving": ["launch"], "settings": ["DemoSettings"]})

@@ -1,7 +1,7 @@
 """CLI for the core: ``convert``, the shared model options, and the image inputs of ``ask``.
 
 ``ask`` itself is registered by the top layer (:mod:`longllava.commands`, which resolves model
-names); each layer below adds its own inputs to it with :func:`add_visual_source`: the core
+names); each layer below adds its own inputs to it with :func:`ask_inputs`: the core
 ``--image`` / ``--stack`` / ``--highres``, the medical domain ``--ct``, remote sensing ``--scene``.
 """
 
@@ -24,13 +24,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     convert.add_argument("--allow-pickle", action="store_true", help="read .bin (pickled) weights")
     convert.set_defaults(func=_convert)
 
-    ask = ask_command(commands)
-    if ask is not None:
-        ask.add_argument("--image", nargs="+", default=[], metavar="P", help="single images, one <img> block each")
-        ask.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
-        ask.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
-        ask.add_argument("--tile", type=int, default=336, help="sub-image size for --highres (168 or 336) and --scene")
-        add_visual_source(ask, ("--image", "--stack", "--highres"), image_visuals)
+    images = ask_inputs(commands, "images", ("--image", "--stack", "--highres"), image_visuals)
+    if images is not None:
+        images.add_argument("--image", nargs="+", default=[], metavar="P", help="single images, one <img> block each")
+        images.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
+        images.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
+        images.add_argument("--tile", type=int, default=336, help="sub-image size for --highres (168 or 336) and --scene")
 
 
 # --- the ``ask`` hook: every layer adds its inputs -----------------------------------------------
@@ -38,20 +37,26 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 VisualSource = Callable[[argparse.Namespace], list]  # args -> the protocol visuals its options ask for
 
 
-def ask_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser | None:
-    """The ``ask`` sub-command, when the top layer registered it (it comes first)."""
-    return commands.choices.get("ask")
-
-
-def add_visual_source(ask: argparse.ArgumentParser, flags: tuple[str, ...], build: VisualSource) -> None:
-    """Make ``build(args)`` one source of ``ask``'s visuals (in registration order); ``flags`` name
-    its options in the message for a question without images."""
+def ask_inputs(commands: argparse._SubParsersAction, title: str, flags: tuple[str, ...],
+               build: VisualSource) -> argparse._ArgumentGroup | None:
+    """An option group of ``ask`` for one kind of input, or None when the top layer did not
+    register ``ask`` (it comes first). ``build(args)`` turns the options into protocol visuals;
+    it runs, in registration order, when one of ``flags`` is given."""
+    ask = commands.choices.get("ask")
+    if ask is None:
+        return None
     ask.set_defaults(visual_sources=(*(ask.get_default("visual_sources") or ()), (flags, build)))
+    return ask.add_argument_group(title)
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    return bool(getattr(args, flag.lstrip("-").replace("-", "_")))
 
 
 def ask_visuals(args: argparse.Namespace) -> list:
-    """The visuals of all registered sources, in registration order."""
-    return [visual for _, build in args.visual_sources for visual in build(args)]
+    """The visuals of the sources whose options were given, in registration order."""
+    return [visual for flags, build in args.visual_sources if any(_given(args, flag) for flag in flags)
+            for visual in build(args)]
 
 
 def visual_flags(args: argparse.Namespace) -> list[str]:

@@ -45,6 +45,7 @@ from longllava.core import protocol
 from longllava.core.protocol import UserMessage
 from longllava.errors import InputError
 from longllava.eval.benchmarks import BENCHMARKS, load
+from longllava.eval.files import json_lines
 from longllava.eval.predictions import Prediction, read_predictions
 from longllava.eval.results import ScoreResult, write_results
 
@@ -319,14 +320,8 @@ def read_run_file(path: Path) -> list[dict]:
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     complete = text.split("\n")[:-1]  # the part after the last newline is a torn write, if any
     records = []
-    for number, line in enumerate(complete, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{number}: not a JSON object ({error}); this prediction file "
-                             f"was edited or written by something else; use a new --out") from None
+    for number, record in json_lines(complete, path, "this prediction file was edited or written by "
+                                                     "something else; use a new --out"):
         if not isinstance(record, dict) or "question_id" not in record:
             raise InputError(f"{path}:{number}: not a runner prediction (no 'question_id')")
         records.append(record)

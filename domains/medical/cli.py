@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from longllava.core.cli import add_visual_source, ask_command
+from longllava.core.cli import ask_inputs
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -46,19 +46,15 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ct_bench.add_argument("--json", action="store_true")
     ct_bench.set_defaults(func=_bench_ct)
 
-    ask = ask_command(commands)
-    if ask is not None:
-        ct = ask.add_argument_group("CT volumes")
+    ct = ask_inputs(commands, "CT volumes", ("--ct",), ct_visuals)
+    if ct is not None:
         ct.add_argument("--ct", metavar="PATH", help="a CT volume (NIfTI, DICOM folder / files / .zip) as an ordered slice stack")
         ct.add_argument("--max-slices", type=int, default=256, help="CT slices sent to the model (evenly spaced)")
         ct.add_argument("--windows", default="lung,mediastinum,bone", help="CT windows as RGB channels, or one W/L")
-        add_visual_source(ask, ("--ct",), ct_visuals)
 
 
 def ct_visuals(args: argparse.Namespace) -> list:
     """``ask --ct``: the volume's slices as one ordered stack."""
-    if not args.ct:
-        return []
     from longllava.domains.medical.ct import load_ct
     from longllava.domains.medical.slices import ct_to_slices
     from longllava.domains.medical.visuals import ct_stack

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from longllava.core.cli import add_visual_source, ask_command
+from longllava.core.cli import ask_inputs
 from longllava.errors import InputError
 
 DEFAULT_GDAL_CACHE_MB = 256  # bounds GDAL's block cache (default: 5% of RAM), and so the peak RSS
@@ -45,18 +45,14 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     scene.add_argument("--json", action="store_true")
     scene.set_defaults(func=_bench_scene)
 
-    ask = ask_command(commands)
-    if ask is not None:
-        scenes = ask.add_argument_group("scenes")
+    scenes = ask_inputs(commands, "scenes", ("--scene",), scene_visuals)
+    if scenes is not None:
         scenes.add_argument("--scene", metavar="PATH", help="a GeoTIFF / raster scene as global view + tile grid (tiles of --tile px)")
         scenes.add_argument("--max-tiles", type=int, default=64, help="scene tiles at most (coarser level beyond)")
-        add_visual_source(ask, ("--scene",), scene_visuals)
 
 
 def scene_visuals(args: argparse.Namespace) -> list:
     """``ask --scene``: the scene as global view + tile grid."""
-    if not args.scene:
-        return []
     from longllava.domains.remote_sensing.scene import open_scene
     from longllava.domains.remote_sensing.tiling import tile_scene
     from longllava.domains.remote_sensing.visuals import scene_input
