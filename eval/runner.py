@@ -48,6 +48,7 @@ from longllava.eval.benchmarks import BENCHMARKS, load
 from longllava.eval.files import json_lines
 from longllava.eval.predictions import Prediction, read_predictions
 from longllava.eval.results import ScoreResult, write_results
+from longllava.traces import ImageTrace
 
 PREDICTIONS = "predictions.jsonl"
 RUN_CONFIG = "run.json"
@@ -178,7 +179,7 @@ def _multiple_choice_task(config: RunConfig) -> EvalTask:
         if _dataset_key(question.dataset) != wanted or not scored(question):
             continue
         text = multiple_choice_question(question.question, question.options)
-        visuals = [protocol.ImageInput(path, {"record": question.test_id, "path": str(path)})
+        visuals = [protocol.ImageInput(path, ImageTrace(record=question.test_id, path=str(path)))
                    for path in record.images]
         items.append(EvalItem(
             id=question.test_id, question=text,
