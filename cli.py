@@ -12,9 +12,12 @@ import importlib
 import sys
 
 from longllava.errors import InputError
+from longllava.registry import load_from_args
 
 # Modules whose ``register(commands, bench)`` adds sub-commands (and ``bench`` targets).
+# ``commands`` comes first: it registers ``ask``, to which the core and the domains add their inputs.
 COMMAND_MODULES = [
+    "longllava.commands",
     "longllava.core.cli",
     "longllava.domains.medical.cli",
     "longllava.eval.cli",
@@ -37,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = bench_parser.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(commands, bench)
+    # the model names (``default``...) are resolved up here; eval's commands load through this
+    parser.set_defaults(load_model=load_from_args)
     return parser
 
 

@@ -7,3 +7,10 @@ non-UI pieces: per-session folders (``sessions``), upload limits (``uploads``), 
 (``overlay``), reading tiles and slices back from answers (``answers``), multi-turn state
 (``chat``) and launching (``serving``). Started by ``longllava demo medical|remote-sensing``.
 """
+
+import lazy_loader
+
+# Imported on first use (PEP 562), so importing the package stays fast.
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "medical": ["build_medical_app"], "remote_sensing": ["build_remote_sensing_app"],
+    "serving": ["launch"], "settings": ["DemoSettings"]})

@@ -32,7 +32,7 @@ def tiles_named(text: str, rows: int, cols: int) -> list[tuple[int, int]]:
 
 def slice_rows(trace: Sequence[dict[str, Any]]) -> list[list[Any]]:
     """[frame number (1-based, the order the model saw), z index, z in mm] per slice sent."""
-    return [[t["frame"] + 1, t["index"], round(t["z_mm"], 2)] for t in trace if t["kind"] == "frame"]
+    return [[t["frame"] + 1, t["slice_index"], round(t["z_mm"], 2)] for t in trace if t["kind"] == "frame"]
 
 
 def describe_slices(trace: Sequence[dict[str, Any]], limit: int = 12) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from longllava.core.cli import _add_model_args, load_from_args
+from longllava.core.cli import add_model_args
+from longllava.registry import DEFAULT_MODEL, load_from_args
 
 APPS = {
     "medical": "CT volumes (NIfTI, DICOM) and large pathology images",
     "remote-sensing": "large geo-referenced scenes (GeoTIFF / COG) as tile grids",
 }
-DEFAULT_DEMO_MODEL = "default"  # core.checkpoint.DEFAULT_MODEL_SPEC: the embedded model, built on first use
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -18,8 +18,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     apps = demo.add_subparsers(dest="app", metavar="APP", required=True)
     for name, description in APPS.items():
         app = apps.add_parser(name, help=description, description=f"Web demo: {description}.")
-        _add_model_args(app)
-        app.set_defaults(model=DEFAULT_DEMO_MODEL)
+        add_model_args(app)
+        app.set_defaults(model=DEFAULT_MODEL)
         app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
         app.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
         app.add_argument("--max-upload-mb", type=float, default=2048, help="upload size limit in MB (default 2048)")

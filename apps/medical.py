@@ -2,7 +2,7 @@
 large pathology images (sub-image grid).
 
 Layout and wiring only: files are read by ``load_ct`` / ``load_large_image``, slices rendered by
-``render_slice`` / ``ct_to_slices``, sub-images cut by ``partition_highres``, prompts written by
+``render_slice`` / ``ct_to_slices``, sub-images cut by ``pathology_input``, prompts written by
 the protocol and answers given by the model.
 """
 
@@ -20,13 +20,11 @@ from longllava.apps.serving import CACHE_CLEANUP, RESEARCH_NOTICE, shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
-from longllava.core import protocol
-from longllava.core.processor import partition_highres
 from longllava.domains.medical.ct import CTVolume, load_ct
 from longllava.domains.medical.large_image import load_large_image
 from longllava.domains.medical.slices import ct_to_slices
+from longllava.domains.medical.visuals import ct_stack, pathology_input
 from longllava.domains.medical.windowing import DEFAULT_WINDOWS, WINDOW_PRESETS, render_slice
-from longllava.domains.remote_sensing.tiling import plan_grid
 from longllava.errors import InputError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
@@ -170,9 +168,8 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             chat = session.data.get("ct_chat")
             if chat is None:
                 progress(0.1, desc="rendering the selected slices")
-                chosen = list(ct_to_slices(volume, windows=_windows(window, custom), **_selection(rule, value)))
-                frames = protocol.StackInput([s.image for s in chosen], [{"index": s.index, "z_mm": s.z_mm} for s in chosen])
-                chat = Conversation([frames])
+                chosen = ct_to_slices(volume, windows=_windows(window, custom), **_selection(rule, value))
+                chat = Conversation([ct_stack(chosen)])
                 session.data["ct_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the slices and generating" if first else "generating")
@@ -196,11 +193,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             raise InputError("give the maximum number of sub-images")
         progress(0.6, desc="cutting sub-images")
         tile, width, height = int(tile), image.width, image.height
-        plan = plan_grid(width, height, tile=tile, max_tiles=int(max_tiles))
-        shown = image
-        if plan.downsample > 1:  # the same grid planning as scene tiling: the smallest integer factor that fits
-            shown = image.resize((-(-width // plan.downsample), -(-height // plan.downsample)), Image.Resampling.LANCZOS)
-        part = partition_highres(shown, tile)
+        part, downsample = pathology_input(image, tile=tile, max_tiles=int(max_tiles))
         picture, boxes = mosaic(part.tiles, part.rows, part.cols)
         session.replace("pathology", (image, name))
         session.replace("pathology_grid", (part, picture, boxes))
@@ -208,7 +201,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
         images = part.rows * part.cols + 1
         info = (
             f"**{name}**: {width} × {height} px"
-            + (f", read at 1/{plan.downsample} to fit {int(max_tiles)} sub-images" if plan.downsample > 1 else "")
+            + (f", read at 1/{downsample} to fit {int(max_tiles)} sub-images" if downsample > 1 else "")
             + f" → global view + {part.rows} × {part.cols} sub-images of {tile} px = {images} images "
             f"({images * tokens_per_image:,} image tokens). White is padding."
         )
@@ -245,7 +238,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             part, picture, boxes = grid
             chat = session.data.get("pathology_chat")
             if chat is None:
-                chat = Conversation([protocol.HighResInput(part.global_view, part.tiles, part.rows, part.cols)])
+                chat = Conversation([part])
                 session.data["pathology_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the sub-images and generating" if first else "generating")

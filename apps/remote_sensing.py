@@ -19,9 +19,9 @@ from longllava.apps.serving import CACHE_CLEANUP, shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
-from longllava.core import protocol
 from longllava.domains.remote_sensing.scene import open_scene
 from longllava.domains.remote_sensing.tiling import TileGrid, tile_scene, tile_to_geo
+from longllava.domains.remote_sensing.visuals import scene_input
 from longllava.errors import InputError
 
 EXAMPLE_SCENE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "scenes" / "RGB.byte.tif"
@@ -137,9 +137,7 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
                 for number, cell in enumerate(grid.tiles):
                     progress(0.1 + 0.2 * number / len(grid.tiles), desc="reading tiles")
                     tiles.append(cell.image())
-                traces = [{"window": [int(t.window.col_off), int(t.window.row_off), int(t.window.width), int(t.window.height)],
-                           "lonlat_bounds": t.lonlat_bounds} for t in grid.tiles]
-                chat = Conversation([protocol.HighResInput(thumbnail, tiles, grid.rows, grid.cols, traces)])
+                chat = Conversation([scene_input(grid, tiles)])
                 session.data["scene_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the tiles and generating" if first else "generating")

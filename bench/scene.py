@@ -77,7 +77,7 @@ def _peak_rss_mb() -> float:
 def _measure_floor(path: str, tile: int, limit: int | None, cache_bytes: int, queue) -> None:
     import rasterio
 
-    from longllava.domains.remote_sensing.tiling import plan_grid
+    from longllava.core.grid import plan_grid
 
     with rasterio.Env(GDAL_CACHEMAX=cache_bytes), rasterio.open(path) as dataset:
         plan = plan_grid(dataset.width, dataset.height, tile=tile)

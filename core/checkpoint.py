@@ -26,7 +26,6 @@ from longllava.core.tokenizer import load_tiny_tokenizer, load_tokenizer
 from longllava.errors import InputError
 
 TINY_SEED = 0
-DEFAULT_MODEL_SPEC = "default"
 
 
 def build_preset(name: str, dtype: torch.dtype | None = None) -> tuple[LongLlavaForConditionalGeneration, object]:
@@ -72,12 +71,8 @@ def load_model(
     allow_pickle: bool = False,
     int8: bool = False,
 ):
-    """(model, tokenizer) for a preset name, ``default`` (the embedded synthetic-task model, built
-    on first use) or a checkpoint directory."""
-    if str(spec) == DEFAULT_MODEL_SPEC:
-        from longllava.finetune.default_model import ensure_default_model
-
-        spec = ensure_default_model()
+    """(model, tokenizer) for a preset name or a checkpoint directory (model names such as
+    ``default`` are resolved above core, by :mod:`longllava.registry`)."""
     if str(spec) in PRESETS:
         if int8:
             raise InputError("int8 applies to loaded checkpoints, not to random presets")
@@ -86,7 +81,8 @@ def load_model(
     path = Path(spec)
     if not path.is_dir():
         raise InputError(
-            f"model {spec!r} is neither a preset ({', '.join(PRESETS)}), '{DEFAULT_MODEL_SPEC}', nor a checkpoint directory"
+            f"model {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a checkpoint directory "
+            "(longllava.registry.load_model also knows 'default')"
         )
     if not (path / "config.json").is_file():
         raise InputError(f"{path} has no config.json: not a checkpoint directory")

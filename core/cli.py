@@ -1,32 +1,21 @@
-"""CLI for the core: ``ask``, ``convert``, ``info``."""
+"""CLI for the core: ``convert``, the shared model options, and the image inputs of ``ask``.
+
+``ask`` itself is registered by the top layer (:mod:`longllava.commands`, which resolves model
+names); each layer below adds its own inputs to it with :func:`ask_inputs`: the core
+``--image`` / ``--stack`` / ``--highres``, the medical domain ``--ct``, remote sensing ``--scene``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_MODEL = "default"  # the embedded synthetic-task model, built on first use
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    ask = commands.add_parser("ask", help="answer a question about images, an image stack, a CT or a scene")
-    _add_model_args(ask)
-    ask.add_argument("--image", nargs="+", default=[], metavar="P", help="single images, one <img> block each")
-    ask.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
-    ask.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
-    ask.add_argument("--tile", type=int, default=336, help="sub-image size for --highres (168 or 336) and --scene")
-    ask.add_argument("--ct", metavar="PATH", help="a CT volume (NIfTI, DICOM folder / files / .zip) as an ordered slice stack")
-    ask.add_argument("--max-slices", type=int, default=256, help="CT slices sent to the model (evenly spaced)")
-    ask.add_argument("--windows", default="lung,mediastinum,bone", help="CT windows as RGB channels, or one W/L")
-    ask.add_argument("--scene", metavar="PATH", help="a GeoTIFF / raster scene as global view + tile grid")
-    ask.add_argument("--max-tiles", type=int, default=64, help="scene tiles at most (coarser level beyond)")
-    ask.add_argument("--question", required=True)
-    ask.add_argument("--max-new-tokens", type=int, default=64)
-    ask.add_argument("--json", action="store_true", help="print a JSON summary")
-    ask.set_defaults(func=_ask)
-
     convert = commands.add_parser("convert", help="convert a released LongLLaVA checkpoint to this project's layout")
     convert.add_argument("ref_dir", type=Path)
     convert.add_argument("--clip", type=Path, required=True, help="CLIP ViT-L/14-336 checkpoint directory")
@@ -35,28 +24,67 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     convert.add_argument("--allow-pickle", action="store_true", help="read .bin (pickled) weights")
     convert.set_defaults(func=_convert)
 
-    info = commands.add_parser("info", help="config summary of a model (no weights materialised)")
-    info.add_argument("--model", default=DEFAULT_MODEL)
-    info.add_argument("--json", action="store_true")
-    info.set_defaults(func=_info)
+    images = ask_inputs(commands, "images", ("--image", "--stack", "--highres"), image_visuals)
+    if images is not None:
+        images.add_argument("--image", nargs="+", default=[], metavar="P", help="single images, one <img> block each")
+        images.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
+        images.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
+        images.add_argument("--tile", type=int, default=336, help="sub-image size for --highres (168 or 336) and --scene")
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="tiny-random, longllava-9b, longllava-a13b or a checkpoint dir")
+# --- the ``ask`` hook: every layer adds its inputs -----------------------------------------------
+
+VisualSource = Callable[[argparse.Namespace], list]  # args -> the protocol visuals its options ask for
+
+
+def ask_inputs(commands: argparse._SubParsersAction, title: str, flags: tuple[str, ...],
+               build: VisualSource) -> argparse._ArgumentGroup | None:
+    """An option group of ``ask`` for one kind of input, or None when the top layer did not
+    register ``ask`` (it comes first). ``build(args)`` turns the options into protocol visuals;
+    it runs, in registration order, when one of ``flags`` is given."""
+    ask = commands.choices.get("ask")
+    if ask is None:
+        return None
+    ask.set_defaults(visual_sources=(*(ask.get_default("visual_sources") or ()), (flags, build)))
+    return ask.add_argument_group(title)
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    return bool(getattr(args, flag.lstrip("-").replace("-", "_")))
+
+
+def ask_visuals(args: argparse.Namespace) -> list:
+    """The visuals of the sources whose options were given, in registration order."""
+    return [visual for flags, build in args.visual_sources if any(_given(args, flag) for flag in flags)
+            for visual in build(args)]
+
+
+def visual_flags(args: argparse.Namespace) -> list[str]:
+    return [flag for flags, _ in args.visual_sources for flag in flags]
+
+
+# --- the model options shared by ask, eval and demo ----------------------------------------------
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default",
+                        help="default, tiny-random, longllava-9b, longllava-a13b or a checkpoint dir")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--int8", action="store_true", help="8-bit weights via bitsandbytes (CUDA only)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .bin weights")
 
 
-def load_from_args(args: argparse.Namespace):
+def model_load_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``load_model`` that the model options ask for."""
     import torch
 
-    from longllava.core.pipeline import LongLlava
+    return {"dtype": getattr(torch, args.dtype) if args.dtype else None,
+            "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            "allow_pickle": args.allow_pickle, "int8": args.int8}
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    return LongLlava.load(args.model, dtype=dtype, device=device, allow_pickle=args.allow_pickle, int8=args.int8)
+
+# --- core inputs ---------------------------------------------------------------------------------
 
 
 def _stack_paths(items: list[str]) -> list[Path]:
@@ -77,14 +105,15 @@ def _stack_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def build_visuals(args: argparse.Namespace) -> list:
+def image_visuals(args: argparse.Namespace) -> list:
     from longllava.core import protocol
     from longllava.core.processor import open_image, partition_highres
+    from longllava.traces import ImageTrace
 
-    visuals: list = [protocol.ImageInput(open_image(p), {"path": str(p)}) for p in args.image]
+    visuals: list = [protocol.ImageInput(open_image(p), ImageTrace(path=str(p))) for p in args.image]
     if args.stack:
         paths = _stack_paths(args.stack)
-        visuals.append(protocol.StackInput([open_image(p) for p in paths], [{"path": str(p)} for p in paths]))
+        visuals.append(protocol.StackInput([open_image(p) for p in paths], [ImageTrace(path=str(p)) for p in paths]))
     if args.highres:
         if args.tile not in (168, 336):
             from longllava.errors import InputError
@@ -92,47 +121,7 @@ def build_visuals(args: argparse.Namespace) -> list:
             raise InputError(f"--tile for --highres must be 168 or 336, got {args.tile}")
         part = partition_highres(args.highres, args.tile)
         visuals.append(protocol.HighResInput(part.global_view, part.tiles, part.rows, part.cols))
-    if args.ct:
-        from longllava.domains.medical.ct import load_ct
-        from longllava.domains.medical.slices import ct_to_slices
-
-        slices = list(ct_to_slices(load_ct(args.ct), windows=args.windows, max_slices=args.max_slices))
-        visuals.append(protocol.StackInput([s.image for s in slices],
-                                           [{"slice": s.index, "z_mm": round(s.z_mm, 2)} for s in slices]))
-    if args.scene:
-        from longllava.domains.remote_sensing.scene import open_scene
-        from longllava.domains.remote_sensing.tiling import tile_scene
-
-        with open_scene(args.scene) as scene:
-            grid = tile_scene(scene, tile=args.tile, max_tiles=args.max_tiles)
-            tiles = [tile.image() for tile in grid.tiles]
-            traces = [{"lonlat_bounds": [round(v, 6) for v in tile.lonlat_bounds]} if tile.lonlat_bounds else {}
-                      for tile in grid.tiles]
-            visuals.append(protocol.HighResInput(grid.thumbnail, tiles, grid.rows, grid.cols, traces))
     return visuals
-
-
-def _ask(args: argparse.Namespace) -> int:
-    from longllava.errors import InputError
-
-    visuals = build_visuals(args)
-    if not visuals:
-        raise InputError("give at least one visual input: --image, --stack, --highres, --ct or --scene")
-    llava = load_from_args(args)
-    answer = llava.ask(visuals, args.question, max_new_tokens=args.max_new_tokens)
-    used = [t for t in answer.trace if t.get("kind") in ("frame", "tile")]
-    if args.json:
-        print(json.dumps({**answer.summary(), "model": str(args.model), "used": used}))
-        return 0
-    if str(args.model) == "tiny-random":
-        print("note: tiny-random has untrained random weights; its answer is meaningless")
-    elif str(args.model) == "default":
-        print("note: the default model is a tiny synthetic-task model (lesion / ship presence, counting, "
-              "needles); it is not a medical or remote-sensing model")
-    print(answer.text)
-    if args.ct:
-        print(f"slices used: {', '.join(str(t['slice']) for t in used)}")
-    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -142,16 +131,4 @@ def _convert(args: argparse.Namespace) -> int:
         args.ref_dir, args.clip, args.out, allow_pickle=args.allow_pickle, max_shard_size=args.max_shard_size
     )
     print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _info(args: argparse.Namespace) -> int:
-    from longllava.core.info import model_info
-
-    info = model_info(args.model)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key:>26}: {value}")
     return 0

@@ -19,9 +19,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                        help=f"one of {', '.join(BENCHMARKS)}")
     score.add_argument("--pred", required=True, metavar="FILE", help="prediction file")
     score.add_argument("--gt", required=True, metavar="FILE",
-                       help="ground truth: LLaVA-Med test.json or HuatuoGPT-Vision "
-                       "medical_multimodel_evaluation_data.json (vqa-rad, pathvqa), "
-                       "valid_predicted_labels.csv (ct-rate), test_FITRS_vqa_eval.jsonl (fit-rsfg)")
+                       help="ground truth: " + ", ".join(
+                           f"{gt} ({', '.join(names)})" for gt, names in _by_ground_truth().items()))
     score.add_argument("--protocol", choices=VQA_PROTOCOLS,
                        help="vqa-rad / pathvqa protocol (default: recognised from --gt)")
     score.add_argument("--strict", action="store_true",
@@ -32,6 +31,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     score.add_argument("--json", action="store_true",
                        help='print {"benchmark", "protocol", "metrics", "counts"} as JSON')
     score.set_defaults(func=_score)
+
+
+def _by_ground_truth() -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, declared in BENCHMARKS.items():
+        grouped.setdefault(declared.ground_truth, []).append(name)
+    return grouped
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from longllava.errors import InputError
@@ -28,17 +29,23 @@ def load_jsonl(path: str | Path, what: str) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise InputError(f"{path}: ground-truth file not found")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{number}: not a JSON object ({error}); expected {what} "
-                             f"as JSON Lines") from None
+    for number, record in json_lines(path.read_text(encoding="utf-8").splitlines(), path,
+                                     f"expected {what} as JSON Lines"):
         if not isinstance(record, dict):
             raise InputError(f"{path}:{number}: expected a JSON object ({what})")
         records.append((number, record))
     if not records:
         raise InputError(f"{path}: no records; expected {what} as JSON Lines")
     return records
+
+
+def json_lines(lines: Iterable[str], path: str | Path, hint: str) -> Iterator[tuple[int, object]]:
+    """(line number, decoded value) for every non-blank line; a line that is not JSON is an
+    error naming the file and line, then ``hint`` (what the file should be, what to do)."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}:{number}: not a JSON object ({error}); {hint}") from None

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from longllava.errors import InputError
+from longllava.eval.files import json_lines
 
 ID_KEYS = ("question_id", "id", "test_id")
 TEXT_KEYS = ("model_output", "text", "answer")
@@ -78,17 +79,9 @@ def read_predictions(path: str | Path) -> list[Prediction]:
                              f"{type(records).__name__}")
         return [prediction_from_record(record, f"{path}:item {index}")
                 for index, record in enumerate(records)]
-    predictions = []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{number}: not a JSON object ({error}); prediction files are "
-                             f"JSON Lines (one object per line) or one JSON list") from None
-        predictions.append(prediction_from_record(record, f"{path}:{number}"))
-    return predictions
+    lines = json_lines(content.splitlines(), path,
+                       "prediction files are JSON Lines (one object per line) or one JSON list")
+    return [prediction_from_record(record, f"{path}:{number}") for number, record in lines]
 
 
 def _listing(ids: Iterable[str], limit: int = 5) -> str:

@@ -44,17 +44,14 @@ from typing import Any
 from longllava.core import protocol
 from longllava.core.protocol import UserMessage
 from longllava.errors import InputError
+from longllava.eval.benchmarks import BENCHMARKS, load
+from longllava.eval.files import json_lines
 from longllava.eval.predictions import Prediction, read_predictions
 from longllava.eval.results import ScoreResult, write_results
+from longllava.traces import ImageTrace
 
-RUN_BENCHMARKS = ("vqa-rad", "pathvqa", "ct-rate", "fit-rsfg")
 PREDICTIONS = "predictions.jsonl"
 RUN_CONFIG = "run.json"
-# Generation lengths of the official evaluation scripts: LLaVA-Med's model_vqa (1024),
-# HuatuoGPT-Vision's eval.py and SkySenseGPT's batch_geochat_vqa.py (256); CT-RATE questions are
-# yes/no, so a short answer suffices.
-DEFAULT_MAX_NEW_TOKENS = {"llava-med": 1024, "multiple-choice": 256, "ct-rate-yes-no": 32,
-                          "skysensegpt-exact-match": 256}
 MULTIPLE_CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 _OPTION_LETTERS = "ABCDEFGHIJKLMN"
 
@@ -71,7 +68,7 @@ class RunConfig:
     image_root: str | None = None  # default: the data file's folder
     limit: int | None = None  # first N questions (ct-rate: volumes)
     batch_size: int = 1
-    max_new_tokens: int | None = None  # default: DEFAULT_MAX_NEW_TOKENS of the protocol
+    max_new_tokens: int | None = None  # default: the benchmark's declared length for the protocol
     max_slices: int = 256  # ct-rate: slices per volume, evenly spaced
     split: str = "valid"  # ct-rate split
     merge_timeout_s: float = 3600.0  # rank 0: how long to wait for the other ranks' answers
@@ -94,44 +91,41 @@ class EvalItem:
 
 @dataclass
 class EvalTask:
-    """A benchmark's questions in ground-truth order and its scorer over (predictions, asked ids)."""
+    """Questions and their scorer: a benchmark's (:func:`build_task`) or V-NIAH's. Run by
+    :func:`run_task`."""
 
     benchmark: str
     protocol: str
-    items: list[EvalItem]
-    score: Callable[[Sequence[Prediction], Sequence[str]], ScoreResult]
+    items: list[EvalItem]  # every question of the data, in ground-truth order
+    score: Callable[[Sequence[Prediction], Sequence[str]], Any]  # (answers to the asked ids, asked ids) -> result
+    max_new_tokens: int | None = None  # default generation length (the benchmark's declared one)
+    write: Callable[[Any, Path], Any] = write_results  # the result -> files in the output folder
+    run_fields: dict[str, Any] = field(default_factory=dict)  # settings the data decided, saved in run.json
+    keep_other_ids: bool = False  # the folder may hold answers to other questions (V-NIAH: other N / depths)
 
 
 # --- benchmark tasks ------------------------------------------------------------------------------
 
 
-def _context(benchmark: str, expected: str, build: Callable[[], EvalTask]) -> EvalTask:
-    try:
-        return build()
-    except InputError as error:
-        raise InputError(f"eval {benchmark} --data expects {expected}: {error}") from None
-
-
 def build_task(config: RunConfig) -> EvalTask:
     """The benchmark's questions from ``config.data`` (validated with the scorer's own reader)."""
-    benchmark = config.benchmark
-    if benchmark in ("vqa-rad", "pathvqa"):
-        return _context(benchmark, "a LLaVA-Med test.json or a HuatuoGPT-Vision evaluation file",
-                        lambda: _vqa_task(config))
-    if benchmark == "ct-rate":
-        return _context(benchmark, "the CT-RATE root folder (dataset/, multi_abnormality_labels/, "
-                                   "metadata/, radiology_text_reports/)", lambda: _ct_rate_task(config))
-    if benchmark == "fit-rsfg":
-        return _context(benchmark, "FIT-RSFG-Bench test_FITRS_vqa_eval.jsonl",
-                        lambda: _fit_rsfg_task(config))
-    raise InputError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(RUN_BENCHMARKS)}")
+    if config.benchmark not in BENCHMARKS:
+        raise InputError(f"unknown benchmark {config.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    declared = BENCHMARKS[config.benchmark]
+    try:
+        task = load(declared.task)(config)
+    except InputError as error:
+        raise InputError(f"eval {declared.name} --data expects {declared.data}: {error}") from None
+    task.max_new_tokens = declared.max_new_tokens[task.protocol]
+    task.run_fields = {"protocol": task.protocol}
+    return task
 
 
 def _image_root(config: RunConfig) -> Path:
     return Path(config.image_root) if config.image_root else Path(config.data).parent
 
 
-def _vqa_task(config: RunConfig) -> EvalTask:
+def vqa_task(config: RunConfig) -> EvalTask:
     from longllava.eval.scorers import vqa_protocol_of
 
     layout = vqa_protocol_of(config.data)
@@ -185,7 +179,7 @@ def _multiple_choice_task(config: RunConfig) -> EvalTask:
         if _dataset_key(question.dataset) != wanted or not scored(question):
             continue
         text = multiple_choice_question(question.question, question.options)
-        visuals = [protocol.ImageInput(path, {"record": question.test_id, "path": str(path)})
+        visuals = [protocol.ImageInput(path, ImageTrace(record=question.test_id, path=str(path)))
                    for path in record.images]
         items.append(EvalItem(
             id=question.test_id, question=text,
@@ -207,7 +201,7 @@ def _multiple_choice_task(config: RunConfig) -> EvalTask:
     return EvalTask(config.benchmark, "multiple-choice", items, score)
 
 
-def _ct_rate_task(config: RunConfig) -> EvalTask:
+def ct_rate_task(config: RunConfig) -> EvalTask:
     import numpy as np
 
     from longllava.domains.medical.datasets import ct_rate_questions, read_ct_rate
@@ -226,11 +220,10 @@ def _ct_rate_task(config: RunConfig) -> EvalTask:
     def volume_stack(name: str) -> protocol.StackInput:
         from longllava.domains.medical.datasets import load_ct_rate_volume
         from longllava.domains.medical.slices import ct_to_slices
+        from longllava.domains.medical.visuals import ct_stack
 
-        slices = list(ct_to_slices(load_ct_rate_volume(volumes[name]), max_slices=config.max_slices))
-        return protocol.StackInput([s.image for s in slices],
-                                   [{"volume": name, "slice_index": s.index, "z_mm": round(s.z_mm, 3)}
-                                    for s in slices])
+        return ct_stack(ct_to_slices(load_ct_rate_volume(volumes[name]), max_slices=config.max_slices),
+                        record=name)
 
     items = []
     for name, item in volumes.items():
@@ -252,7 +245,7 @@ def _ct_rate_task(config: RunConfig) -> EvalTask:
     return EvalTask("ct-rate", "ct-rate-yes-no", items, score)
 
 
-def _fit_rsfg_task(config: RunConfig) -> EvalTask:
+def fit_rsfg_task(config: RunConfig) -> EvalTask:
     from longllava.domains.remote_sensing.datasets import read_fit_rsfg_bench
     from longllava.eval.fit_rsfg import read_fit_rsfg_ground_truth, score_fit_rsfg
 
@@ -328,14 +321,8 @@ def read_run_file(path: Path) -> list[dict]:
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     complete = text.split("\n")[:-1]  # the part after the last newline is a torn write, if any
     records = []
-    for number, line in enumerate(complete, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{number}: not a JSON object ({error}); this prediction file "
-                             f"was edited or written by something else; use a new --out") from None
+    for number, record in json_lines(complete, path, "this prediction file was edited or written by "
+                                                     "something else; use a new --out"):
         if not isinstance(record, dict) or "question_id" not in record:
             raise InputError(f"{path}:{number}: not a runner prediction (no 'question_id')")
         records.append(record)
@@ -505,7 +492,7 @@ class RunOutcome:
     rank: int
     world: int
     new_answers: int
-    result: ScoreResult | None = None  # rank 0 only
+    result: Any = None  # rank 0 only: the task's score (ScoreResult, VniahResult)
     duplicates: int = 0
 
 
@@ -515,35 +502,44 @@ def load_on_cpu(model: str):
     return LongLlava.load(model)
 
 
-def run_benchmark(config: RunConfig, load_model: Callable[[], Any] | None = None) -> RunOutcome:
-    """Generate (resuming), merge (rank 0) and score one benchmark run; see the module docstring.
+def run_task(task: EvalTask, config: Any, load_model: Callable[[], Any] | None = None, *,
+             limit: int | None = None) -> RunOutcome:
+    """The one run loop of every task: generate this rank's answers (resuming), then on rank 0
+    wait for the other ranks, merge, score and write the results; see the module docstring.
 
+    ``config`` (a :class:`RunConfig` or a V-NIAH config) gives ``out``, ``model``, ``batch_size``,
+    ``max_new_tokens``, ``merge_timeout_s`` and the ``IDENTITY`` fields a restart must agree on.
     ``load_model`` returns a :class:`~longllava.core.pipeline.LongLlava` and is called once the
     data has been read (bad data fails fast); by default ``config.model`` is loaded on the CPU.
     """
-    task = build_task(config)
-    items = limit_items(task.items, config.limit)
+    items = limit_items(task.items, limit)
     if not items:
         raise InputError(f"{config.data}: no questions to ask")
-    max_new_tokens = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task.protocol]
+    max_new_tokens = config.max_new_tokens or task.max_new_tokens
     rank, world = shard_from_environment()
     out_dir = Path(config.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved = asdict(config) | {"protocol": task.protocol, "max_new_tokens": max_new_tokens}
-    check_run_config(out_dir, saved, RunConfig.IDENTITY)
+    saved = asdict(config) | task.run_fields | {"max_new_tokens": max_new_tokens}
+    check_run_config(out_dir, saved, config.IDENTITY)
     llava = load_model() if load_model is not None else load_on_cpu(config.model)
     new = generate_shard(model_answerer(llava, config.model, max_new_tokens), items, out_dir,
                          batch_size=config.batch_size, rank=rank, world=world,
-                         desc=config.benchmark)
+                         desc=task.benchmark)
     outcome = RunOutcome(out_dir, rank, world, new)
     if rank != 0:
         return outcome
     ids = [item.id for item in items]
     if world > 1:
         wait_for_answers(out_dir, ids, config.merge_timeout_s)
-    merged, outcome.duplicates = merge_predictions(out_dir, [item.id for item in task.items])
+    merged, outcome.duplicates = merge_predictions(out_dir, [item.id for item in task.items],
+                                                   keep_other_ids=task.keep_other_ids)
     asked = set(ids)
     predictions = [p for p in read_predictions(merged) if p.id in asked]
     outcome.result = task.score(predictions, ids)
-    write_results(outcome.result, out_dir)
+    task.write(outcome.result, out_dir)
     return outcome
+
+
+def run_benchmark(config: RunConfig, load_model: Callable[[], Any] | None = None) -> RunOutcome:
+    """One benchmark run (:func:`run_task` over :func:`build_task`)."""
+    return run_task(build_task(config), config, load_model, limit=config.limit)

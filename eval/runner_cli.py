@@ -8,16 +8,8 @@ import argparse
 import os
 import sys
 
-from longllava.core.cli import _add_model_args
-from longllava.eval.benchmarks import VQA_PROTOCOLS
-
-DATA_HELP = {
-    "vqa-rad": "LLaVA-Med test.json or HuatuoGPT-Vision medical_multimodel_evaluation_data.json",
-    "pathvqa": "LLaVA-Med test.json or HuatuoGPT-Vision medical_multimodel_evaluation_data.json",
-    "ct-rate": "CT-RATE root folder (dataset/, multi_abnormality_labels/, metadata/, "
-               "radiology_text_reports/)",
-    "fit-rsfg": "FIT-RSFG-Bench test_FITRS_vqa_eval.jsonl",
-}
+from longllava.core.cli import add_model_args
+from longllava.eval.benchmarks import BENCHMARKS
 
 
 def _floats(text: str) -> list[float]:
@@ -35,7 +27,7 @@ def _ints(text: str) -> list[int]:
 
 
 def _add_run_args(parser: argparse.ArgumentParser, data_help: str) -> None:
-    _add_model_args(parser)
+    add_model_args(parser)
     parser.add_argument("--data", required=True, metavar="PATH", help=data_help)
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder: predictions.jsonl (resumed when present), run.json, "
@@ -55,19 +47,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "Under torchrun / accelerate launch (RANK, WORLD_SIZE) each rank answers its share and "
         "rank 0 merges and scores.")
     benchmarks = evaluate.add_subparsers(dest="eval_benchmark", metavar="BENCH", required=True)
-    for name, data_help in DATA_HELP.items():
-        run = benchmarks.add_parser(name, help=f"{name}: --data {data_help}")
-        _add_run_args(run, data_help)
+    for name, declared in BENCHMARKS.items():
+        run = benchmarks.add_parser(name, help=f"{name}: --data {declared.data}")
+        _add_run_args(run, declared.data)
         run.add_argument("--limit", type=int, metavar="N",
                          help="only the first N questions" + (" (volumes: 18 questions each)"
-                                                              if name == "ct-rate" else ""))
+                                                              if declared.volumes else ""))
+        lengths = ", ".join(f"{protocol} {tokens}" for protocol, tokens in declared.max_new_tokens.items())
         run.add_argument("--max-new-tokens", type=int, metavar="T",
-                         help="default: the official script's (llava-med 1024, multiple-choice 256, "
-                         "fit-rsfg 256, ct-rate 32)")
-        if name in ("vqa-rad", "pathvqa"):
-            run.add_argument("--protocol", choices=VQA_PROTOCOLS,
+                         help=f"default: the official script's ({lengths})")
+        if declared.protocols:
+            run.add_argument("--protocol", choices=declared.protocols,
                              help="default: recognised from the --data layout")
-        if name == "ct-rate":
+        if declared.volumes:
             run.add_argument("--max-slices", type=int, default=256, metavar="N",
                              help="axial slices per volume, evenly spaced (default 256)")
             run.add_argument("--split", choices=("valid", "train"), default="valid")
@@ -97,13 +89,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _load_model(args: argparse.Namespace):
+    """The model, loaded by ``args.load_model`` (set by the top-level CLI, which resolves names
+    such as ``default``)."""
     import torch
-
-    from longllava.core.cli import load_from_args
 
     if args.device is None and torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per rank
-    return load_from_args(args)
+    return args.load_model(args)
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:

@@ -3,13 +3,14 @@
 The haystack is a real image sequence: the axial slices of a CT volume (medical loader, windowed,
 in z order) or the tiles of a scene (remote-sensing tiler, raster order). For a length N the
 haystack takes N of them evenly spread over the source (repeating the sequence when it has fewer
-than N). :func:`~longllava.finetune.synthetic.insert_needle` marks the image at relative depth d
+than N). :func:`~longllava.eval.needles.insert_needle` marks the image at relative depth d
 (index ``round(d * (N - 1))``) with a coloured square; the question asks for the colour, which only
 that image shows. The N images go to the model as one ordered stack (``<vid>`` frames).
 
 An answer is right when the first colour name it mentions (red, green, blue, yellow) is the
-needle's. Answers go to ``predictions.jsonl`` exactly as in :mod:`longllava.eval.runner` (appended,
-resumable, sharded by ``RANK`` / ``WORLD_SIZE``); the results are ``vniah.json`` (accuracy per
+needle's. V-NIAH runs through the runner's :func:`~longllava.eval.runner.run_task` like every
+benchmark: answers go to ``predictions.jsonl`` (appended, resumable, sharded by ``RANK`` /
+``WORLD_SIZE``); the results are ``vniah.json`` (accuracy per
 (N, depth) cell, counts) and ``vniah_heatmap.png`` (depth down, N across, like Figure 4 of the
 LongLLaVA paper). Each (N, depth, sample) draws its colour and mark position from a generator seeded
 with (seed, N, depth index, sample), so a resumed or sharded run asks exactly the same questions.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,10 @@ import numpy as np
 
 from longllava.core import protocol
 from longllava.errors import InputError
-from longllava.eval.runner import (EvalItem, check_run_config, generate_shard, load_on_cpu,
-                                   merge_predictions, model_answerer, read_run_file,
-                                   shard_from_environment, wait_for_answers)
+from longllava.eval.needles import NEEDLE_COLOURS, NEEDLE_QUESTION, insert_needle
+from longllava.traces import ImageTrace
+from longllava.eval.predictions import Prediction
+from longllava.eval.runner import EvalItem, EvalTask, RunOutcome, run_task
 
 CT_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".zip")
 DEFAULT_LENGTHS = (1, 10, 50, 100, 200, 500, 1000)
@@ -79,7 +81,7 @@ def spread_indices(count: int, n: int) -> list[int]:
 class Haystack:
     """An ordered image source with one trace per image; images are rendered once, on first use."""
 
-    def __init__(self, kind: str, source: str, count: int, render, traces: list[dict[str, Any]]):
+    def __init__(self, kind: str, source: str, count: int, render, traces: list[ImageTrace]):
         self.kind, self.source, self.count = kind, source, count
         self._render, self._traces, self._cache = render, traces, {}
 
@@ -88,9 +90,9 @@ class Haystack:
             self._cache[index] = self._render(index)
         return self._cache[index]
 
-    def take(self, n: int) -> tuple[list[Any], list[dict[str, Any]]]:
+    def take(self, n: int) -> tuple[list[Any], list[ImageTrace]]:
         indices = spread_indices(self.count, n)
-        return [self.image(i) for i in indices], [dict(self._traces[i]) for i in indices]
+        return [self.image(i) for i in indices], [self._traces[i] for i in indices]
 
 
 def open_haystack(path: str | Path, kind: str = "auto", *, tile: int = 336) -> Haystack:
@@ -99,18 +101,17 @@ def open_haystack(path: str | Path, kind: str = "auto", *, tile: int = 336) -> H
     if kind == "ct":
         from longllava.domains.medical.ct import load_ct
         from longllava.domains.medical.slices import ct_to_slices
+        from longllava.domains.medical.visuals import slice_trace
 
         slices = ct_to_slices(load_ct(path), every=1)
-        traces = [{"slice_index": index, "z_mm": round(z, 3)}
-                  for index, z in zip(slices.indices, slices.z_mm)]
+        traces = [slice_trace(index, z) for index, z in zip(slices.indices, slices.z_mm)]
         return Haystack("ct", str(path), len(slices), lambda i: slices[i].image, traces)
     from longllava.domains.remote_sensing.scene import open_scene
     from longllava.domains.remote_sensing.tiling import tile_scene
+    from longllava.domains.remote_sensing.visuals import tile_trace
 
     grid = tile_scene(open_scene(path), tile=tile, drop_empty=True)
-    traces = [{"row": t.row, "col": t.col, "window": [int(t.window.col_off), int(t.window.row_off),
-                                                      int(t.window.width), int(t.window.height)]}
-              for t in grid.tiles]
+    traces = [tile_trace(t) for t in grid.tiles]
     return Haystack("scene", str(path), len(grid.tiles), lambda i: grid.tiles[i].image(), traces)
 
 
@@ -121,8 +122,6 @@ def vniah_item_id(n: int, depth: float, sample: int) -> str:
 def vniah_items(haystack: Haystack, config: VniahConfig) -> list[EvalItem]:
     """One question per (N, depth, sample), N ascending. An item's ``needle_index`` and ``colour``
     fields are filled when its message is built (that is when the needle is drawn)."""
-    from longllava.finetune.synthetic import NEEDLE_QUESTION, insert_needle
-
     for n in config.lengths:
         if n < 1:
             raise InputError(f"haystack lengths must be at least 1 image, got {n}")
@@ -137,7 +136,7 @@ def vniah_items(haystack: Haystack, config: VniahConfig) -> list[EvalItem]:
         rng = np.random.default_rng([config.seed, n, depth_index, sample])
         needle = insert_needle(images, config.depths[depth_index], rng)
         fields.update(needle_index=needle.needle_index, colour=needle.colour)
-        traces[needle.needle_index]["needle"] = needle.colour
+        traces[needle.needle_index] = replace(traces[needle.needle_index], needle=needle.colour)
         return protocol.user_message([protocol.StackInput(needle.images, traces)], needle.question)
 
     items = []
@@ -154,8 +153,6 @@ def vniah_items(haystack: Haystack, config: VniahConfig) -> list[EvalItem]:
 
 def needle_found(answer: str, colour: str) -> bool:
     """Whether the first colour name in ``answer`` is ``colour``."""
-    from longllava.finetune.synthetic import NEEDLE_COLOURS
-
     named = [word for word in re.findall(r"[a-z]+", answer.lower()) if word in NEEDLE_COLOURS]
     return bool(named) and named[0] == colour
 
@@ -213,42 +210,27 @@ def plot_heatmap(result: VniahResult, path: str | Path, title: str = "") -> Path
     return Path(path)
 
 
-@dataclass
-class VniahOutcome:
-    out_dir: Path
-    rank: int
-    world: int
-    new_answers: int
-    result: VniahResult | None = None  # rank 0 only
+def vniah_task(config: VniahConfig) -> EvalTask:
+    """V-NIAH as a task of the runner: its questions, and a scorer that also writes
+    ``vniah.json`` and the heat map."""
+    haystack = open_haystack(config.data, config.haystack, tile=config.tile)
+    described = {"kind": haystack.kind, "source": haystack.source, "images": haystack.count}
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> VniahResult:
+        return score_vniah([p.fields for p in predictions], config.lengths, config.depths, described)
+
+    def write(result: VniahResult, out_dir: Path) -> None:
+        (out_dir / RESULTS).write_text(json.dumps(result.to_dict() | {"model": config.model}, indent=2) + "\n",
+                                       encoding="utf-8")
+        plot_heatmap(result, out_dir / HEATMAP)
+
+    return EvalTask("vniah", "vniah", vniah_items(haystack, config), score, config.max_new_tokens, write,
+                    run_fields={"haystack": haystack.kind}, keep_other_ids=True)
 
 
-def run_vniah(config: VniahConfig, load_model: Callable[[], Any] | None = None) -> VniahOutcome:
+def run_vniah(config: VniahConfig, load_model: Callable[[], Any] | None = None) -> RunOutcome:
     """Ask every (N, depth, sample) question (resuming, sharded), then score and plot (rank 0).
 
     ``load_model`` returns a :class:`~longllava.core.pipeline.LongLlava`, called once the haystack
     is open; by default ``config.model`` is loaded on the CPU."""
-    haystack = open_haystack(config.data, config.haystack, tile=config.tile)
-    items = vniah_items(haystack, config)
-    rank, world = shard_from_environment()
-    out_dir = Path(config.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_run_config(out_dir, asdict(config) | {"haystack": haystack.kind}, VniahConfig.IDENTITY)
-    llava = load_model() if load_model is not None else load_on_cpu(config.model)
-    new = generate_shard(model_answerer(llava, config.model, config.max_new_tokens), items, out_dir,
-                         batch_size=config.batch_size, rank=rank, world=world, desc="vniah")
-    outcome = VniahOutcome(out_dir, rank, world, new)
-    if rank != 0:
-        return outcome
-    ids = [item.id for item in items]
-    if world > 1:
-        wait_for_answers(out_dir, ids, config.merge_timeout_s)
-    merged, _ = merge_predictions(out_dir, ids, keep_other_ids=True)  # other lengths / depths
-    asked = set(ids)
-    records = [r for r in read_run_file(merged) if str(r["question_id"]) in asked]
-    outcome.result = score_vniah(records, config.lengths, config.depths,
-                                 {"kind": haystack.kind, "source": haystack.source,
-                                  "images": haystack.count})
-    (out_dir / RESULTS).write_text(json.dumps(outcome.result.to_dict() | {"model": config.model},
-                                              indent=2) + "\n", encoding="utf-8")
-    plot_heatmap(outcome.result, out_dir / HEATMAP)
-    return outcome
+    return run_task(vniah_task(config), config, load_model)

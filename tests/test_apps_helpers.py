@@ -25,11 +25,11 @@ def test_tiles_named_reads_every_form_in_order_and_inside_the_grid():
 
 def test_slices_are_reported_from_the_trace():
     images = [Image.new("RGB", (8, 8)) for _ in range(3)]
-    stack = protocol.StackInput(images, [{"index": 4, "z_mm": -10.0}, {"index": 9, "z_mm": 5.04}, {"index": 20, "z_mm": 38.0}])
+    stack = protocol.StackInput(images, [{"slice_index": 4, "z_mm": -10.0}, {"slice_index": 9, "z_mm": 5.04}, {"slice_index": 20, "z_mm": 38.0}])
     trace = protocol.user_message([stack], "q").trace
     assert slice_rows(trace) == [[1, 4, -10.0], [2, 9, 5.04], [3, 20, 38.0]]
     assert describe_slices(trace) == "3 slices: z index 4, 9, 20 (z -10 to 38 mm)"
-    long = [{"kind": "frame", "frame": k, "index": 2 * k, "z_mm": float(k)} for k in range(30)]
+    long = [{"kind": "frame", "frame": k, "slice_index": 2 * k, "z_mm": float(k)} for k in range(30)]
     assert describe_slices(long, limit=4) == "30 slices: z index 0, 2, …, 56, 58 (z 0 to 29 mm)"
 
 
@@ -135,9 +135,9 @@ def test_conversation_sends_images_with_the_first_turn_only(tiny):
 
     llava = LongLlava(*tiny)
     frames = [Image.new("RGB", (64, 64), (k * 60, 0, 0)) for k in range(3)]
-    chat = Conversation([protocol.StackInput(frames, [{"index": k, "z_mm": 2.5 * k} for k in range(3)])])
+    chat = Conversation([protocol.StackInput(frames, [{"slice_index": k, "z_mm": 2.5 * k} for k in range(3)])])
     first = chat.ask(llava, "Is there a lesion?", max_new_tokens=2)
-    assert first.num_images == 3 and [t["index"] for t in chat.trace] == [0, 1, 2]
+    assert first.num_images == 3 and [t["slice_index"] for t in chat.trace] == [0, 1, 2]
     assert chat.history[0] == (protocol.user_message(chat.visuals, "Is there a lesion?").text, first.text)
     assert chat.history[0][0].count("<image>") == 3 and len(chat.history_images) == 3
     second = chat.ask(llava, "Where?", max_new_tokens=2)

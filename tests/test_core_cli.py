@@ -37,7 +37,7 @@ def test_ask_about_real_ct_volumes_and_a_real_scene(capsys, fixtures):
     assert out["num_images"] == 8 and out["num_image_tokens"] == 8 * 144
     z = [t["z_mm"] for t in out["used"]]
     assert [t["kind"] for t in out["used"]] == ["frame"] * 8 and z == sorted(z)
-    assert out["used"][0]["slice"] == 0 and out["used"][-1]["slice"] == 111  # first and last of 112 slices
+    assert out["used"][0]["slice_index"] == 0 and out["used"][-1]["slice_index"] == 111  # first and last of 112 slices
     out = ask_json(capsys, "--ct", str(fixtures / "ct" / "example_ct_dicom"), "--question", "Lesion?")
     assert out["num_images"] == 20  # all 20 DICOM slices (fewer than --max-slices)
     out = ask_json(capsys, "--scene", str(fixtures / "scenes" / "RGB.byte.tif"), "--question", "Ships?")

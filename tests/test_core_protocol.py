@@ -24,13 +24,13 @@ def test_single_and_multi_image_messages():
 
 def test_stack_message_for_ct_slices_keeps_slice_trace():
     frames = [Image.new("RGB", (2, 2)) for _ in range(3)]
-    traces = [{"slice": 10, "z_mm": -5.0}, {"slice": 20, "z_mm": 25.0}, {"slice": 30, "z_mm": 55.0}]
+    traces = [{"slice_index": 10, "z_mm": -5.0}, {"slice_index": 20, "z_mm": 25.0}, {"slice_index": 30, "z_mm": 55.0}]
     msg = protocol.user_message([protocol.StackInput(frames, traces)], "Any nodule?")
     assert msg.text == (
         "<vid><img><image></img><t><img><image></img><t><img><image></img></vid>\nAny nodule?"
     )
-    assert [t["slice"] for t in msg.trace] == [10, 20, 30]
-    assert msg.trace[1] == {"kind": "frame", "frame": 1, "slice": 20, "z_mm": 25.0}
+    assert [t["slice_index"] for t in msg.trace] == [10, 20, 30]
+    assert msg.trace[1] == {"kind": "frame", "frame": 1, "slice_index": 20, "z_mm": 25.0}
 
 
 def test_highres_message_global_view_then_rows_of_tiles():

@@ -73,7 +73,7 @@ def test_eval_cli_writes_predictions_and_metrics(case, tmp_path, capsys):
         assert [r["question_id"].split("::")[1] for r in records][:2] == [
             "Medical material", "Arterial wall calcification"]
         assert records[0]["num_images"] == 1
-        assert records[0]["trace"] == {"kind": "frame", "frame": 0, "volume": "valid_1_a_1.nii.gz",
+        assert records[0]["trace"] == {"kind": "frame", "frame": 0, "record": "valid_1_a_1.nii.gz",
                                        "slice_index": 0, "z_mm": records[0]["trace"]["z_mm"]}
         assert metrics["counts"]["volumes"] == 1 and metrics["counts"]["decisions"] == 18
         return
@@ -92,8 +92,8 @@ def test_eval_cli_writes_predictions_and_metrics(case, tmp_path, capsys):
 
 @pytest.mark.parametrize("bench, data, expected", [
     ("fit-rsfg", EVAL / "vqa_rad_test.json", "FIT-RSFG-Bench test_FITRS_vqa_eval.jsonl"),
-    ("vqa-rad", EVAL / "fitrs_vqa_eval.jsonl", "a LLaVA-Med test.json or a HuatuoGPT-Vision"),
-    ("ct-rate", EVAL / "ct_rate_labels.csv", "the CT-RATE root folder"),
+    ("vqa-rad", EVAL / "fitrs_vqa_eval.jsonl", "LLaVA-Med test.json or HuatuoGPT-Vision"),
+    ("ct-rate", EVAL / "ct_rate_labels.csv", "CT-RATE root folder"),
 ])
 def test_data_in_the_wrong_format_is_a_clear_input_error(bench, data, expected, tmp_path):
     config = RunConfig(benchmark=bench, data=str(data), out=str(tmp_path / "run"))

@@ -10,7 +10,7 @@ from longllava.cli import main
 from longllava.errors import InputError
 from longllava.eval.vniah import (VniahConfig, haystack_kind, needle_found, open_haystack,
                                   score_vniah, spread_indices, vniah_items)
-from longllava.finetune.synthetic import NEEDLE_COLOURS
+from longllava.eval.needles import NEEDLE_COLOURS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CT = FIXTURES / "ct" / "example_ct.nii.gz"  # 112 axial slices
@@ -55,7 +55,7 @@ def test_needle_is_drawn_at_the_depth_into_the_ct_slice_stack(ct_haystack):
         assert [t.get("needle") for t in message.trace] == [
             item.fields["colour"] if k == index else None for k in range(n)]
         z = [t["z_mm"] for t in message.trace]
-        assert z == sorted(z) and [t["slice_index"] for t in traces] == spread_indices(112, n)
+        assert z == sorted(z) and [t.slice_index for t in traces] == spread_indices(112, n)
     # the same (seed, N, depth, sample) asks the same question again (resume, shards)
     again = vniah_items(ct_haystack, config)[5]
     again.message()
@@ -68,7 +68,7 @@ def test_scene_haystack_takes_tiles_in_raster_order_without_empty_ones():
     # the rotated footprint leaves the bottom-left and bottom-right tiles without data
     assert haystack.kind == "scene" and haystack.count == 7
     images, traces = haystack.take(3)
-    assert [(t["row"], t["col"]) for t in traces] == [(0, 0), (1, 0), (2, 1)]
+    assert [(t.row, t.col) for t in traces] == [(0, 0), (1, 0), (2, 1)]
     assert all(image.size == (336, 336) for image in images)
 
 

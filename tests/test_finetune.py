@@ -350,9 +350,9 @@ def test_synthetic_task_set_answers_match_the_written_files_and_do_not_depend_on
     from scipy import ndimage
 
     from longllava.domains.medical.ct import load_ct
+    from longllava.eval.needles import NEEDLE_COLOURS
     from longllava.finetune.synthetic import (
         LESION_HU,
-        NEEDLE_COLOURS,
         SHIP_SIZE,
         SyntheticSpec,
         default_haystack,

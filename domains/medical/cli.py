@@ -1,10 +1,12 @@
-"""CLI for the medical domain: ``ct-slices`` (``bench ct`` lives in :mod:`longllava.bench.cli`)."""
+"""CLI for the medical domain: ``ct-slices`` and the ``--ct`` input of ``ask``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from longllava.core.cli import ask_inputs
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -30,6 +32,21 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     slices.add_argument("--allow-non-ct", action="store_true", help="accept non-CT DICOM (values are then not HU)")
     slices.add_argument("--json", action="store_true", help="print the summary as JSON")
     slices.set_defaults(func=_ct_slices)
+
+    ct = ask_inputs(commands, "CT volumes", ("--ct",), ct_visuals)
+    if ct is not None:
+        ct.add_argument("--ct", metavar="PATH", help="a CT volume (NIfTI, DICOM folder / files / .zip) as an ordered slice stack")
+        ct.add_argument("--max-slices", type=int, default=256, help="CT slices sent to the model (evenly spaced)")
+        ct.add_argument("--windows", default="lung,mediastinum,bone", help="CT windows as RGB channels, or one W/L")
+
+
+def ct_visuals(args: argparse.Namespace) -> list:
+    """``ask --ct``: the volume's slices as one ordered stack."""
+    from longllava.domains.medical.ct import load_ct
+    from longllava.domains.medical.slices import ct_to_slices
+    from longllava.domains.medical.visuals import ct_stack
+
+    return [ct_stack(ct_to_slices(load_ct(args.ct), windows=args.windows, max_slices=args.max_slices))]
 
 
 def _ct_slices(args: argparse.Namespace) -> int:

@@ -22,47 +22,21 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nibabel.orientations import inv_ornt_aff, io_orientation, ornt2axcodes, ornt_transform
+from nibabel.orientations import ornt2axcodes
 
+from longllava.domains.medical.orientation import check_affine, is_oblique, to_canonical
+from longllava.domains.medical.volume import CTSpacingWarning, CTVolume
 from longllava.errors import InputError
 
-CANONICAL_ORIENTATION = "LPS"
-# nibabel orientation of the canonical array axes (z, y, x): (RAS world axis, +1 along / -1 against it).
-_CANONICAL_ORNT = np.array([[2, 1], [1, -1], [0, -1]])
-# Axis-aligned within this angle (cosine) counts as not oblique.
-_OBLIQUE_COS = np.cos(np.deg2rad(0.5))
+__all__ = ["CTSpacingWarning", "CTVolume", "apply_rescale", "load_ct", "read_nifti"]
+
 _INT16 = np.iinfo(np.int16)
 _READ_CHUNK = 16 << 20  # bytes decompressed per read
-
-
-class CTSpacingWarning(UserWarning):
-    """Missing slices or irregular slice spacing in a DICOM series."""
-
-
-@dataclass
-class CTVolume:
-    """One CT volume in HU, canonical orientation (see the module docstring)."""
-
-    hu: np.ndarray = field(repr=False)  # (z, y, x); int16 when the HU are integers that fit, else float32
-    spacing_mm: tuple[float, float, float]  # (z, y, x)
-    slice_z_mm: np.ndarray = field(repr=False)  # (z,), patient superior coordinate of each slice, ascending
-    affine_ras: np.ndarray = field(repr=False)  # 4x4: (z, y, x, 1) index -> RAS mm
-    orientation: str = CANONICAL_ORIENTATION
-    metadata: dict[str, Any] = field(default_factory=dict)  # non-identifying acquisition fields only
-    source: str = ""
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.hu.shape)  # type: ignore[return-value]
-
-    def hu_range(self) -> tuple[float, float]:
-        return float(self.hu.min()), float(self.hu.max())
 
 
 def load_ct(
@@ -123,7 +97,7 @@ def read_nifti(path: str | PathLike[str]) -> CTVolume:
     if any(not z > 0 for z in zooms):
         raise InputError(f"{path}: voxel spacing (pixdim) must be > 0 mm, got {tuple(float(z) for z in zooms)}; fix the header")
     affine = np.asarray(image.affine, dtype=np.float64)
-    _check_affine(affine, path)
+    check_affine(affine, path)
 
     try:
         raw = _read_voxels(image, path).reshape(shape, order="F")
@@ -134,11 +108,11 @@ def read_nifti(path: str | PathLike[str]) -> CTVolume:
     header_slope, header_inter = _nifti_scaling(image)
     hu = apply_rescale(raw, header_slope or 1.0, header_inter or 0.0)
 
-    canonical, canonical_affine, ornt, _ = _to_canonical(hu, affine)
+    canonical, canonical_affine, ornt, _ = to_canonical(hu, affine)
     metadata = {
         "format": "nifti",
         "source_orientation": "".join(ornt2axcodes(ornt)),
-        "oblique": _is_oblique(affine),
+        "oblique": is_oblique(affine),
         "stored_dtype": str(raw.dtype),
         # Scaling the header asked for (None when absent / identity): lets CT-RATE tell HU from raw values.
         "nifti_scl_slope": header_slope,
@@ -189,20 +163,6 @@ def _nifti_scaling(image: Any) -> tuple[float | None, float | None]:
     return slope, inter
 
 
-def _check_affine(affine: np.ndarray, source: Any) -> None:
-    norms = np.linalg.norm(affine[:3, :3], axis=0)
-    if not np.all(np.isfinite(affine)) or np.any(norms <= 1e-6) or abs(np.linalg.det(affine[:3, :3])) <= 1e-9:
-        raise InputError(
-            f"{source}: the voxel-to-patient transform is degenerate (zero or non-finite spacing / direction, "
-            f"column lengths {np.round(norms, 4).tolist()} mm); fix the header spacing and orientation"
-        )
-
-
-def _is_oblique(affine: np.ndarray) -> bool:
-    directions = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    return bool(np.any(np.abs(directions).max(axis=0) < _OBLIQUE_COS))
-
-
 def apply_rescale(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
     """``raw * slope + inter`` as int16 when the result is integral and fits, else float32."""
     integral = np.issubdtype(raw.dtype, np.integer) and float(slope).is_integer() and float(inter).is_integer()
@@ -220,19 +180,3 @@ def apply_rescale(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
     if inter != 0:
         hu += np.float32(inter)
     return hu
-
-
-def _to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flip / transpose ``data`` (axes as in ``affine``'s columns) to (z, y, x) = S, P, L; views only.
-
-    Returns the reoriented array, its affine, the source orientation and the transform (nibabel
-    ornt arrays: row i = (canonical axis of source axis i, -1 if flipped)).
-    """
-    source = io_orientation(affine)
-    transform = ornt_transform(source, _CANONICAL_ORNT)
-    out = data
-    for axis, flip in enumerate(transform[:, 1]):
-        if flip == -1:
-            out = np.flip(out, axis=axis)
-    out = out.transpose(np.argsort(transform[:, 0]))
-    return out, affine @ inv_ornt_aff(transform, data.shape), source, transform

@@ -32,7 +32,8 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from nibabel.orientations import ornt2axcodes
 
-from longllava.domains.medical.ct import CTSpacingWarning, CTVolume, _check_affine, _is_oblique, _to_canonical
+from longllava.domains.medical.orientation import check_affine, is_oblique, to_canonical
+from longllava.domains.medical.volume import CTSpacingWarning, CTVolume
 from longllava.errors import InputError
 
 # What to install when pydicom has no working decoder for a transfer syntax.
@@ -193,7 +194,7 @@ def _read_series(sources: list[DicomSource], label: str, series: str | None, all
     volume = np.empty((len(frames), rows, columns), dtype=_hu_dtype(frames, first))
     _decode_into(volume, frames)
 
-    canonical, canonical_affine, ornt, transform = _to_canonical(volume, affine_ras)
+    canonical, canonical_affine, ornt, transform = to_canonical(volume, affine_ras)
     if transform[0, 0] == 0 and frames[0].position is not None:
         # The slices stack along canonical z: keep their true positions (irregular spacing stays visible).
         z_mm = np.array([f.position[2] for f in frames], dtype=np.float64)
@@ -205,7 +206,7 @@ def _read_series(sources: list[DicomSource], label: str, series: str | None, all
         format="dicom",
         # Codes in (column, row, slice) order, like NIfTI's (x, y, z); slices counted in sorted order.
         source_orientation="".join(reversed(ornt2axcodes(ornt))),
-        oblique=_is_oblique(affine_ras),
+        oblique=is_oblique(affine_ras),
         slice_positions_mm=[round(float(p), 4) for p in positions],
     )
     spacing = tuple(float(s) for s in np.linalg.norm(canonical_affine[:3, :3], axis=0))
@@ -235,7 +236,7 @@ def _geometry(frames: list[_Frame], first: Dataset, label: str) -> tuple[list[_F
     affine_lps[:3, 2] = row_dir * spacing_yx[1]
     affine_lps[:3, 3] = frames[0].position if frames[0].position is not None else 0.0
     affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
-    _check_affine(affine_ras, label)
+    check_affine(affine_ras, label)
     return frames, positions, affine_ras
 
 

@@ -1,10 +1,11 @@
-"""CLI for remote sensing: ``scene-tiles`` (``bench scene`` lives in :mod:`longllava.bench.cli`)."""
+"""CLI for remote sensing: ``scene-tiles`` and the ``--scene`` input of ``ask``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from longllava.core.cli import ask_inputs
 from longllava.errors import InputError
 
 DEFAULT_GDAL_CACHE_MB = 256  # bounds GDAL's block cache (default: 5% of RAM), and so the peak RSS
@@ -31,6 +32,21 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tiles.add_argument("--gdal-cache-mb", type=int, default=DEFAULT_GDAL_CACHE_MB)
     tiles.add_argument("--json", action="store_true", help="print the summary as JSON only")
     tiles.set_defaults(func=_scene_tiles)
+
+    scenes = ask_inputs(commands, "scenes", ("--scene",), scene_visuals)
+    if scenes is not None:
+        scenes.add_argument("--scene", metavar="PATH", help="a GeoTIFF / raster scene as global view + tile grid (tiles of --tile px)")
+        scenes.add_argument("--max-tiles", type=int, default=64, help="scene tiles at most (coarser level beyond)")
+
+
+def scene_visuals(args: argparse.Namespace) -> list:
+    """``ask --scene``: the scene as global view + tile grid."""
+    from longllava.domains.remote_sensing.scene import open_scene
+    from longllava.domains.remote_sensing.tiling import tile_scene
+    from longllava.domains.remote_sensing.visuals import scene_input
+
+    with open_scene(args.scene) as scene:
+        return [scene_input(tile_scene(scene, tile=args.tile, max_tiles=args.max_tiles))]
 
 
 def _scene_tiles(args: argparse.Namespace) -> int:

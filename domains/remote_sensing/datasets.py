@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longllava.core.records import GPT, HUMAN, IMAGE_PLACEHOLDER, Record, RecordErrors
-from longllava.domains.remote_sensing.tiling import GridPlan, plan_grid
+from longllava.core.grid import GridPlan, plan_grid
 from longllava.errors import InputError
 
 # DOTA devkit split naming: <scene>__<size>__<x>___<y>.png. FIT-RS writes the patch size (512) in
