@@ -7,7 +7,8 @@ from safetensors.torch import save_file
 from transformers import AutoModelForImageTextToText
 
 from longllava.cli import main
-from longllava.core.checkpoint import build_preset, convert_reference_checkpoint, load_model, save_model
+from longllava.core.checkpoint import build_preset, load_model, save_model
+from longllava.core.convert import convert_reference_checkpoint
 from longllava.core.info import model_info
 from longllava.errors import InputError
 
