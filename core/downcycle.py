@@ -17,6 +17,7 @@ The router is dropped. Every other tensor is copied unchanged; the output is wri
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -28,7 +29,11 @@ from longllava.core.convert import ShardWriter, expected_shapes, parse_size, sav
 from longllava.core.tokenizer import load_tokenizer
 from longllava.errors import InputError
 
-_MOE_KEY = re.compile(r"^language_model\.model\.layers\.(\d+)\.feed_forward\.(experts\.gate_up_proj|experts\.down_proj|router\.weight)$")
+_FFN = r"^(language_model\.model\.layers\.\d+\.feed_forward\.)"
+_ROUTER = re.compile(_FFN + r"router\.weight$")
+# transformers 5 keeps experts fused in memory (the converter writes them so) but saves them per expert.
+_FUSED_EXPERTS = re.compile(_FFN + r"experts\.(gate_up_proj|down_proj)$")
+_ONE_EXPERT = re.compile(_FFN + r"experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
 
 def arithmetic_mean(experts: torch.Tensor) -> torch.Tensor:
@@ -87,40 +92,58 @@ def downcycle_checkpoint(
     dense = dense_config(config, method, moe_dir)
     expected = expected_shapes(dense)
     tokenizer = load_tokenizer(moe_dir)
+    merger = _ExpertMerger(merge, config)
     with atomic_directory(out, overwrite) as staging:
         writer = ShardWriter(staging, parse_size(max_shard_size))
-        written, merged_layers = set(), set()
+        written = set()
         for file in files:
             with safe_open(str(file), framework="pt") as handle:
                 for key in handle.keys():
-                    for name, tensor in _dense_tensors(key, handle.get_tensor(key), merge, config):
+                    for name, tensor in merger(key, handle.get_tensor(key)):
                         if expected.get(name) != tuple(tensor.shape):
                             raise InputError(f"{file.name}: {key} gives {name} of shape {tuple(tensor.shape)}, "
                                              f"the dense model expects {expected.get(name, 'no such key')}")
                         writer.add(name, tensor)
                         written.add(name)
-                    if match := _MOE_KEY.match(key):
-                        merged_layers.add(int(match.group(1)))
+        problems = [f"{key}: {len(pieces)} of {num_experts} experts" for key, pieces in merger.pending.items()]
         missing = sorted(set(expected) - written)
         if missing:
-            raise InputError(f"{moe_dir}: {len(missing)} weights of the dense model were not found: {', '.join(missing[:10])}")
+            problems.append(f"{len(missing)} weights not found: {', '.join(missing[:10])}")
+        if problems:
+            raise InputError(f"{moe_dir}: cannot build the dense model: " + "; ".join(problems))
         writer.close()
         dense.save_pretrained(staging)
         save_tokenizer_files(tokenizer, moe_dir, staging)
-    return {"out": str(out), "method": method, "experts": num_experts, "moe_layers": sorted(merged_layers),
+    moe_layers = [i for i, count in enumerate(config.text_config.layers_num_experts) if count > 1]
+    return {"out": str(out), "method": method, "experts": num_experts, "moe_layers": moe_layers,
             "tensors": len(written), "shards": len(writer.shards)}
 
 
-def _dense_tensors(key: str, tensor: torch.Tensor, merge, config: LongLlavaConfig):
-    """The dense model's (name, tensor) pairs that come from one MoE checkpoint tensor."""
-    match = _MOE_KEY.match(key)
-    if not match:
+class _ExpertMerger:
+    """Maps each checkpoint tensor to the dense model's tensors: experts merged, routers dropped,
+    the rest unchanged. Experts saved one per key are collected until all of a layer's are in."""
+
+    def __init__(self, merge, config: LongLlavaConfig):
+        self.merge = merge
+        self.num_experts = config.text_config.num_experts
+        self.intermediate_size = config.text_config.intermediate_size
+        self.pending: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
+
+    def __call__(self, key: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        if _ROUTER.match(key):
+            return []
+        if match := _FUSED_EXPERTS.match(key):
+            prefix, part = match.groups()
+            if part == "down_proj":
+                return [(prefix + "down_proj.weight", self.merge(tensor))]
+            gate, up = tensor.split(self.intermediate_size, dim=1)  # (E, 2I, H): gate rows, then up rows
+            return [(prefix + "gate_proj.weight", self.merge(gate)), (prefix + "up_proj.weight", self.merge(up))]
+        if match := _ONE_EXPERT.match(key):
+            prefix, index, part = match.group(1), int(match.group(2)), match.group(3)
+            pieces = self.pending[prefix + part]
+            pieces[index] = tensor
+            if len(pieces) < self.num_experts:
+                return []
+            del self.pending[prefix + part]
+            return [(f"{prefix}{part}.weight", self.merge(torch.stack([pieces[j] for j in range(self.num_experts)])))]
         return [(key, tensor)]
-    prefix = key[: key.index("feed_forward.") + len("feed_forward.")]
-    part = match.group(2)
-    if part == "router.weight":
-        return []
-    if part == "experts.down_proj":
-        return [(prefix + "down_proj.weight", merge(tensor))]
-    gate, up = tensor.split(config.text_config.intermediate_size, dim=1)  # (E, 2I, H): gate rows, then up rows
-    return [(prefix + "gate_proj.weight", merge(gate)), (prefix + "up_proj.weight", merge(up))]
