@@ -72,13 +72,16 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokeniz
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    return _with_special_tokens(tokenizer)
+
+
+def _with_special_tokens(tokenizer) -> PreTrainedTokenizerFast:
+    """A ``tokenizers.Tokenizer`` as a transformers tokenizer with the released special tokens,
+    padding on the left (generation)."""
+    pad, bos, eos, unk = SPECIAL_TOKENS
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<|pad|>",
-        bos_token="<|startoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|unk|>",
-        padding_side="left",
+        tokenizer_object=tokenizer, pad_token=pad, bos_token=bos, eos_token=eos, unk_token=unk,
+        padding_side="left", clean_up_tokenization_spaces=False,
     )
 
 
@@ -119,15 +122,7 @@ def sentencepiece_tokenizer(model_file: str | Path) -> PreTrainedTokenizerFast:
     missing = [token for token in SPECIAL_TOKENS if token not in vocab]
     if missing:
         raise InputError(f"{model_file}: the special tokens {missing} are not in its vocabulary")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<|pad|>",
-        bos_token="<|startoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|unk|>",
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
+    return _with_special_tokens(tokenizer)
 
 
 def _declares_sentencepiece(path: Path) -> bool:
