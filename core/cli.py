@@ -35,7 +35,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     convert.add_argument("--allow-pickle", action="store_true", help="read .bin (pickled) weights")
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the new output is complete)")
     convert.add_argument("--max-sequence-length", type=int, default=None, metavar="N",
-                         help="refuse inputs longer than N tokens (default 262,144: 1,820 images; the practical limit is memory, checked before each prompt)")
+                         help="refuse inputs longer than N tokens (default 262,144: about 1,700 images; the practical limit is memory, checked before each prompt)")
     convert.set_defaults(func=_convert)
 
     downcycle = commands.add_parser("downcycle", help="turn a converted MoE checkpoint into a dense one (the 9B layout)")
@@ -60,7 +60,8 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
 
     defaults = GenerationSettings()
     group = parser.add_argument_group("generation")
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N")
+    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N",
+                       help=f"at most N new tokens (default {defaults.max_new_tokens}, the reference's)")
     group.add_argument("--min-new-tokens", type=int, default=defaults.min_new_tokens, metavar="N",
                        help="no end of text before N tokens")
     group.add_argument("--temperature", type=float, default=None, metavar="T", help="sample at temperature T (default: greedy)")
