@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from longllava.core.cli import add_model_args
+from longllava.core.cli import add_generation_args, add_model_args
 from longllava.registry import DEFAULT_MODEL
 
 
@@ -19,7 +19,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ask = commands.add_parser("ask", help="answer a question about images, an image stack, a CT or a scene")
     add_model_args(ask)
     ask.add_argument("--question", required=True)
-    ask.add_argument("--max-new-tokens", type=int, default=64)
+    add_generation_args(ask)
     ask.add_argument("--json", action="store_true", help="print a JSON summary")
     ask.set_defaults(func=_ask, visual_sources=())
 
@@ -34,25 +34,29 @@ def _or_list(flags: list[str]) -> str:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from longllava.core.cli import ask_visuals, visual_flags
+    from longllava.core.cli import ask_visuals, generation_settings, visual_flags
     from longllava.errors import InputError
     from longllava.registry import load_from_args
 
     visuals = ask_visuals(args)
     if not visuals:
         raise InputError(f"give at least one visual input: {_or_list(visual_flags(args))}")
+    settings = generation_settings(args)
     llava = load_from_args(args)
-    answer = llava.ask(visuals, args.question, max_new_tokens=args.max_new_tokens)
+    stream = args.stream and not args.json
+    if not args.json:  # before the answer, which --stream prints as it comes
+        if str(args.model) == "tiny-random":
+            print("note: tiny-random has untrained random weights; its answer is meaningless")
+        elif str(args.model) == DEFAULT_MODEL:
+            print("note: the default model is a tiny synthetic-task model (lesion / ship presence, counting, "
+                  "needles); it is not a medical or remote-sensing model")
+    answer = llava.ask(visuals, args.question, settings=settings,
+                       on_text=(lambda text: print(text, end="", flush=True)) if stream else None)
     used = [t for t in answer.trace if t.get("kind") in ("frame", "tile")]
     if args.json:
         print(json.dumps({**answer.summary(), "model": str(args.model), "used": used}))
         return 0
-    if str(args.model) == "tiny-random":
-        print("note: tiny-random has untrained random weights; its answer is meaningless")
-    elif str(args.model) == DEFAULT_MODEL:
-        print("note: the default model is a tiny synthetic-task model (lesion / ship presence, counting, "
-              "needles); it is not a medical or remote-sensing model")
-    print(answer.text)
+    print("" if stream else answer.text)  # a streamed answer is printed already; end its line
     slices = [str(t["slice_index"]) for t in used if "slice_index" in t]
     if slices:
         print(f"slices used: {', '.join(slices)}")

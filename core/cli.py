@@ -22,7 +22,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     convert.add_argument("--out", type=Path, required=True)
     convert.add_argument("--max-shard-size", default="5GB")
     convert.add_argument("--allow-pickle", action="store_true", help="read .bin (pickled) weights")
+    convert.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the new output is complete)")
+    convert.add_argument("--max-sequence-length", type=int, default=None, metavar="N",
+                         help="refuse inputs longer than N tokens (default 262,144: about 1,700 images; the practical limit is memory, checked before each prompt)")
     convert.set_defaults(func=_convert)
+
+    downcycle = commands.add_parser("downcycle", help="turn a converted MoE checkpoint into a dense one (the 9B layout)")
+    downcycle.add_argument("moe_dir", type=Path, help="a converted MoE checkpoint (e.g. LongLLaVA-A13B or a fine-tune of it)")
+    downcycle.add_argument("--method", required=True, metavar="M",
+                           help="expert-0 ... expert-K (keep one expert), mean (arithmetic mean) or spherical (spherical mean)")
+    downcycle.add_argument("--out", type=Path, required=True)
+    downcycle.add_argument("--max-shard-size", default="5GB")
+    downcycle.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the new output is complete)")
+    downcycle.set_defaults(func=_downcycle)
 
     images = ask_inputs(commands, "images", ("--image", "--stack", "--highres"), image_visuals)
     if images is not None:
@@ -30,6 +42,34 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         images.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
         images.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
         images.add_argument("--tile", type=int, default=336, help="sub-image size for --highres (168 or 336) and --scene")
+
+
+def add_generation_args(parser: argparse.ArgumentParser) -> None:
+    """--max-new-tokens, --min-new-tokens, --temperature, --top-p, --seed, --stream; read them back
+    with :func:`generation_settings`. Defaults: the reference's (greedy, 768 new tokens, at least 1)."""
+    from longllava.core.generation import GenerationSettings
+
+    defaults = GenerationSettings()
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N",
+                       help=f"at most N new tokens (default {defaults.max_new_tokens}, the reference's)")
+    group.add_argument("--min-new-tokens", type=int, default=defaults.min_new_tokens, metavar="N",
+                       help="no end of text before N tokens")
+    group.add_argument("--temperature", type=float, default=None, metavar="T", help="sample at temperature T (default: greedy)")
+    group.add_argument("--top-p", type=float, default=None, metavar="P", help="sample from the top-p nucleus (default: greedy)")
+    group.add_argument("--seed", type=int, default=None, help="seed for sampling, for repeatable answers")
+    group.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+
+
+def generation_settings(args: argparse.Namespace):
+    from longllava.core.generation import GenerationSettings
+
+    sample = args.temperature is not None or args.top_p is not None
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, do_sample=sample,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed,
+    )
 
 
 # --- the ``ask`` hook: every layer adds its inputs -----------------------------------------------
@@ -125,10 +165,20 @@ def image_visuals(args: argparse.Namespace) -> list:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from longllava.core.checkpoint import convert_reference_checkpoint
+    from longllava.core.convert import convert_reference_checkpoint
 
     summary = convert_reference_checkpoint(
-        args.ref_dir, args.clip, args.out, allow_pickle=args.allow_pickle, max_shard_size=args.max_shard_size
+        args.ref_dir, args.clip, args.out, allow_pickle=args.allow_pickle, max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite, max_sequence_length=args.max_sequence_length,
     )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _downcycle(args: argparse.Namespace) -> int:
+    from longllava.core.downcycle import downcycle_checkpoint
+
+    summary = downcycle_checkpoint(args.moe_dir, args.out, args.method, max_shard_size=args.max_shard_size,
+                                   overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     return 0

@@ -27,6 +27,8 @@ class LongLlavaConfig(PretrainedConfig):
             (the reference's linear resampling along raster order -> 144) or ``"none"`` (576).
         image_encode_batch_size: images per CLIP forward; bounds memory for 1000-image inputs.
         max_sequence_length: longest accepted input (tokens incl. image tokens); longer input raises.
+            A user's limit, not a trained length (the LM has no positional embeddings); the
+            practical limit is memory, estimated before each prompt (:mod:`.generation`).
         prefill_chunk_size: tokens per prefill chunk (Mamba state carried between chunks).
     """
 

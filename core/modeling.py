@@ -25,6 +25,7 @@ from transformers.masking_utils import create_recurrent_attention_mask
 
 from longllava.core.attention import CHUNKED_SDPA
 from longllava.core.configuration import LongLlavaConfig
+from longllava.core.generation import GenerationSettings, generate
 from longllava.core.mamba import init_time_steps, make_stateful
 from longllava.errors import InputError
 
@@ -233,7 +234,6 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
         )
         return out.logits[:, -1]
 
-    @torch.no_grad()
     def greedy_generate(
         self,
         input_ids: torch.Tensor,
@@ -243,26 +243,12 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
         eos_token_id: int | None = None,
         chunk_size: int | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding after a chunked prefill. Batches must be left-padded. Returns the new
-        tokens (B, <= max_new_tokens); finished rows are filled with the pad id."""
-        eos = self.config.text_config.eos_token_id if eos_token_id is None else eos_token_id
-        pad = self.config.text_config.pad_token_id or 0
-        if attention_mask is None:
-            attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
-        cache, logits = self.prefill(input_ids, pixel_values, attention_mask, chunk_size)
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        generated = []
-        for _ in range(max_new_tokens):
-            token = logits.argmax(-1).masked_fill(finished, pad)
-            generated.append(token)
-            finished |= token == eos
-            if bool(finished.all()):
-                break
-            attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
-            logits = self.cached_step(cache, attention_mask, input_ids=token[:, None])
-        if not generated:
-            return input_ids.new_zeros((input_ids.shape[0], 0))
-        return torch.stack(generated, dim=1)
+        """Greedy decoding (:func:`longllava.core.generation.generate` without a minimum length).
+        Batches must be left-padded. Returns the new tokens (B, <= max_new_tokens); finished rows
+        are filled with the pad id."""
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, min_new_tokens=0)
+        return generate(self, input_ids, pixel_values, attention_mask, settings, eos_token_id=eos_token_id,
+                        chunk_size=chunk_size)
 
 
 AutoConfig.register("longllava", LongLlavaConfig)

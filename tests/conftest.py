@@ -1,4 +1,7 @@
+import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,102 @@ def serve_demo(tiny):
             store.close_all()
 
     return serve
+
+
+# --- the released checkpoints' layout ------------------------------------------------------------
+
+REFERENCE = FIXTURES / "reference"
+RELEASED_MULTIMODAL_FIELDS = {  # what the released LongLLaVA checkpoints add to Jamba's config.json
+    "architectures": ["LlavaJambaForCausalLM"], "model_type": "llava_jamba", "resamplePooling": "2d",
+    "mm_vision_select_layer": -2, "mm_projector_type": "mlp2x_gelu", "image_aspect_ratio": "pad",
+    "mm_patch_merge_type": "flat", "mm_vision_select_feature": "patch", "tokenizer_model_max_length": 40960,
+    "mm_vision_tower": "/cluster/path/clip-vit-large-patch14-336",
+}
+SHAPE_FIELDS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "attn_layer_period", "attn_layer_offset", "expert_layer_period",
+    "expert_layer_offset", "num_experts", "num_experts_per_tok", "mamba_d_state", "mamba_d_conv",
+    "mamba_expand", "mamba_dt_rank", "mamba_conv_bias", "mamba_proj_bias", "rms_norm_eps",
+    "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
+)
+
+
+def reference_config(config) -> dict:
+    """The released config.json (the real file) with `config`'s sizes and the multimodal fields."""
+    released = json.loads((REFERENCE / "config.json").read_text())
+    return {**released, **{k: getattr(config.text_config, k) for k in SHAPE_FIELDS}, **RELEASED_MULTIMODAL_FIELDS,
+            "mm_hidden_size": config.vision_config.hidden_size}
+
+
+def _write_reference_checkpoint(model, tokenizer, ref_dir, clip_dir, vision_inside=False, clip_hub_layout=False,
+                               tokenizer_files=None):
+    """Write `model` the way FreedomIntelligence/LongLLaVA checkpoints store it: AI21 Jamba names
+    (moe.experts.{j}.*, pre_moe_layernorm, B/C_layernorm), mm_projector.0/2, CLIP in its own dir,
+    the real config.json's fields. Spread over 3 safetensors shards so that one layer's experts
+    straddle two shards. `tokenizer_files`: copy the released tokenizer files instead of `tokenizer`."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = model.config
+    text = config.text_config
+    ref = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("vision_tower."):
+            if vision_inside:
+                # transformers 4 layout, as in the released checkpoints
+                ref["model.vision_tower.vision_tower.vision_model." + key[len("vision_tower."):]] = value
+            continue
+        if key.startswith("multi_modal_projector."):
+            ref[key.replace("multi_modal_projector.linear_1", "model.mm_projector.0")
+                   .replace("multi_modal_projector.linear_2", "model.mm_projector.2")] = value
+            continue
+        key = key[len("language_model."):]
+        m = re.match(r"model\.layers\.(\d+)\.(.*)", key)
+        if not m:
+            ref[key] = value
+            continue
+        prefix, sub = f"model.layers.{m.group(1)}.", m.group(2)
+        if sub == "feed_forward.experts.gate_up_proj":
+            for j in range(text.num_experts):
+                gate, up = value[j].chunk(2)
+                ref[f"{prefix}moe.experts.{j}.gate_proj.weight"] = gate
+                ref[f"{prefix}moe.experts.{j}.up_proj.weight"] = up
+        elif sub == "feed_forward.experts.down_proj":
+            for j in range(text.num_experts):
+                ref[f"{prefix}moe.experts.{j}.down_proj.weight"] = value[j]
+        elif sub == "feed_forward.router.weight":
+            ref[prefix + "moe.router.weight"] = value
+        elif sub.startswith("feed_forward."):  # dense layer: the reference keeps it as expert 0
+            ref[prefix + "moe.experts.0." + sub[len("feed_forward."):]] = value
+        else:
+            sub = (sub.replace("pre_ff_layernorm", "pre_moe_layernorm")
+                      .replace("b_layernorm", "B_layernorm").replace("c_layernorm", "C_layernorm"))
+            ref[prefix + sub] = value
+    keys = sorted(ref)
+    ref_dir.mkdir(parents=True)
+    for i in range(3):
+        part = {k: ref[k].clone().contiguous() for k in keys[i::3]}
+        save_file(part, str(ref_dir / f"model-0000{i + 1}-of-00003.safetensors"))
+    ref_config = reference_config(config)
+    (ref_dir / "config.json").write_text(json.dumps(ref_config))
+    if tokenizer_files is None:
+        tokenizer.save_pretrained(ref_dir)
+    else:
+        for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(tokenizer_files / name, ref_dir / name)
+    if clip_hub_layout:  # openai/clip-vit-large-patch14-336: a whole CLIPModel, tower under vision_model.
+        model.vision_tower.config.save_pretrained(clip_dir)
+        tower = {"vision_model." + k: v.clone() for k, v in model.vision_tower.state_dict().items()}
+        positions = model.vision_tower.embeddings.position_ids  # saved by transformers 4
+        tower["vision_model.embeddings.position_ids"] = positions.clone()
+        tower.update({"text_model.embeddings.token_embedding.weight": torch.zeros(4, 2), "logit_scale": torch.ones(())})
+        save_file(tower, str(clip_dir / "model.safetensors"))
+    else:
+        model.vision_tower.save_pretrained(clip_dir)
+    return ref
+
+
+@pytest.fixture(scope="session")
+def write_reference_checkpoint():
+    """``write(model, tokenizer, ref_dir, clip_dir, ...)``: a checkpoint in the released layout."""
+    return _write_reference_checkpoint

@@ -1,5 +1,6 @@
 import json
-import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,9 +8,12 @@ from safetensors.torch import save_file
 from transformers import AutoModelForImageTextToText
 
 from longllava.cli import main
-from longllava.core.checkpoint import build_preset, convert_reference_checkpoint, load_model, save_model
+from longllava.core.checkpoint import build_preset, load_model, save_model
+from longllava.core.convert import convert_reference_checkpoint
 from longllava.core.info import model_info
 from longllava.errors import InputError
+
+REFERENCE = Path(__file__).parent / "fixtures" / "reference"
 
 
 @pytest.fixture(scope="module")
@@ -62,77 +66,8 @@ def test_int8_on_cpu_gives_a_clear_message(tmp_path, model_and_ids):
 
 # --- the released checkpoints' layout ------------------------------------------------------------
 
-def write_reference_checkpoint(model, tokenizer, ref_dir, clip_dir, vision_inside=False, clip_hub_layout=False):
-    """Write `model` the way FreedomIntelligence/LongLLaVA checkpoints store it: AI21 Jamba names
-    (moe.experts.{j}.*, pre_moe_layernorm, B/C_layernorm), mm_projector.0/2, CLIP in its own dir.
-    Spread over 3 safetensors shards so that one layer's experts straddle two shards."""
-    config = model.config
-    text = config.text_config
-    ref = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("vision_tower."):
-            if vision_inside:
-                # transformers 4 layout, as in the released checkpoints
-                ref["model.vision_tower.vision_tower.vision_model." + key[len("vision_tower."):]] = value
-            continue
-        if key.startswith("multi_modal_projector."):
-            ref[key.replace("multi_modal_projector.linear_1", "model.mm_projector.0")
-                   .replace("multi_modal_projector.linear_2", "model.mm_projector.2")] = value
-            continue
-        key = key[len("language_model."):]
-        m = re.match(r"model\.layers\.(\d+)\.(.*)", key)
-        if not m:
-            ref[key] = value
-            continue
-        prefix, sub = f"model.layers.{m.group(1)}.", m.group(2)
-        if sub == "feed_forward.experts.gate_up_proj":
-            for j in range(text.num_experts):
-                gate, up = value[j].chunk(2)
-                ref[f"{prefix}moe.experts.{j}.gate_proj.weight"] = gate
-                ref[f"{prefix}moe.experts.{j}.up_proj.weight"] = up
-        elif sub == "feed_forward.experts.down_proj":
-            for j in range(text.num_experts):
-                ref[f"{prefix}moe.experts.{j}.down_proj.weight"] = value[j]
-        elif sub == "feed_forward.router.weight":
-            ref[prefix + "moe.router.weight"] = value
-        elif sub.startswith("feed_forward."):  # dense layer: the reference keeps it as expert 0
-            ref[prefix + "moe.experts.0." + sub[len("feed_forward."):]] = value
-        else:
-            sub = (sub.replace("pre_ff_layernorm", "pre_moe_layernorm")
-                      .replace("b_layernorm", "B_layernorm").replace("c_layernorm", "C_layernorm"))
-            ref[prefix + sub] = value
-    keys = sorted(ref)
-    ref_dir.mkdir(parents=True)
-    for i in range(3):
-        part = {k: ref[k].clone().contiguous() for k in keys[i::3]}
-        save_file(part, str(ref_dir / f"model-0000{i + 1}-of-00003.safetensors"))
-    ref_config = {
-        "architectures": ["LlavaJambaForCausalLM"], "model_type": "llava_jamba",
-        **{k: getattr(text, k) for k in (
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "attn_layer_period", "attn_layer_offset", "expert_layer_period",
-            "expert_layer_offset", "num_experts", "num_experts_per_tok", "mamba_d_state", "mamba_d_conv",
-            "mamba_expand", "mamba_dt_rank", "mamba_conv_bias", "mamba_proj_bias", "rms_norm_eps",
-            "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings")},
-        "hidden_act": "silu", "mamba_inner_layernorms": True, "n_ctx": 262144, "use_mamba_kernels": False,
-        "resamplePooling": "2d", "mm_vision_select_layer": -2, "mm_projector_type": "mlp2x_gelu",
-        "mm_hidden_size": config.vision_config.hidden_size, "image_aspect_ratio": "pad",
-        "mm_vision_tower": "/cluster/path/clip-vit-large-patch14-336",
-    }
-    (ref_dir / "config.json").write_text(json.dumps(ref_config))
-    tokenizer.save_pretrained(ref_dir)
-    if clip_hub_layout:  # openai/clip-vit-large-patch14-336: a whole CLIPModel, tower under vision_model.
-        model.vision_tower.config.save_pretrained(clip_dir)
-        tower = {"vision_model." + k: v.clone() for k, v in model.vision_tower.state_dict().items()}
-        tower.update({"text_model.embeddings.token_embedding.weight": torch.zeros(4, 2), "logit_scale": torch.ones(())})
-        save_file(tower, str(clip_dir / "model.safetensors"))
-    else:
-        model.vision_tower.save_pretrained(clip_dir)
-    return ref
-
-
 @pytest.mark.parametrize("vision_inside,clip_hub_layout", [(False, False), (False, True), (True, False)])
-def test_convert_reference_layout_round_trip_equal_logits(tmp_path, model_and_ids, vision_inside, clip_hub_layout):
+def test_convert_reference_layout_round_trip_equal_logits(write_reference_checkpoint, tmp_path, model_and_ids, vision_inside, clip_hub_layout):
     model, tokenizer, ids, pixels, logits = model_and_ids
     ref = write_reference_checkpoint(model, tokenizer, tmp_path / "ref", tmp_path / "clip", vision_inside, clip_hub_layout)
     assert any(".moe.experts.3.up_proj" in k for k in ref) and any("pre_moe_layernorm" in k for k in ref)
@@ -144,7 +79,7 @@ def test_convert_reference_layout_round_trip_equal_logits(tmp_path, model_and_id
     torch.testing.assert_close(logits_of(converted, ids, pixels), logits)
 
 
-def test_convert_reports_leftover_and_missing_keys(tmp_path, model_and_ids):
+def test_convert_reports_leftover_and_missing_keys(write_reference_checkpoint, tmp_path, model_and_ids):
     from safetensors.torch import load_file
 
     model, tokenizer, *_ = model_and_ids
@@ -163,7 +98,7 @@ def test_convert_reports_leftover_and_missing_keys(tmp_path, model_and_ids):
     assert not (tmp_path / "out").exists()
 
 
-def test_convert_cli(tmp_path, model_and_ids, capsys):
+def test_convert_cli(write_reference_checkpoint, tmp_path, model_and_ids, capsys):
     model, tokenizer, ids, pixels, logits = model_and_ids
     write_reference_checkpoint(model, tokenizer, tmp_path / "ref", tmp_path / "clip")
     assert main(["convert", str(tmp_path / "ref"), "--clip", str(tmp_path / "clip"), "--out", str(tmp_path / "o")]) == 0
@@ -185,3 +120,199 @@ def test_info_of_released_presets_without_weights():
     assert nine_b["kv_cache_bytes_per_token_bf16"] == 2 * 2 * 8 * 128 * 4
     tiny = model_info("tiny-random")
     assert tiny["attention_layers"] == [4] and tiny["tokens_per_image"] == 144
+
+
+# --- convert: the released config, and never a partial or destroyed output -----------------------
+
+@pytest.fixture
+def reference_dirs(write_reference_checkpoint, tmp_path, model_and_ids):
+    model, tokenizer, *_ = model_and_ids
+    write_reference_checkpoint(model, tokenizer, tmp_path / "ref", tmp_path / "clip", clip_hub_layout=True)
+    return tmp_path / "ref", tmp_path / "clip"
+
+
+def edit_config(ref_dir, **changes):
+    config = json.loads((ref_dir / "config.json").read_text())
+    config.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del config[key]
+    (ref_dir / "config.json").write_text(json.dumps(config))
+
+
+def test_the_released_text_config_alone_names_the_missing_multimodal_field(tmp_path, reference_dirs):
+    ref, clip = reference_dirs
+    shutil.copy(REFERENCE / "config.json", ref / "config.json")  # Jamba's config as released, no mm_* fields
+    with pytest.raises(InputError, match="'mm_projector_type' is missing"):
+        convert_reference_checkpoint(ref, clip, tmp_path / "out")
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"resamplePooling": None}, "'resamplePooling' is missing.*\"2d\""),
+    ({"mm_vision_select_layer": None}, "'mm_vision_select_layer' is missing"),
+    ({"mm_hidden_size": None}, "'mm_hidden_size' is missing"),
+    ({"num_experts": None, "mamba_dt_rank": None}, "Jamba fields num_experts, mamba_dt_rank are missing"),
+    ({"mm_projector_type": "linear"}, "mm_projector_type='linear' is not supported"),
+    ({"image_aspect_ratio": "anyres"}, "image_aspect_ratio='anyres' is not supported"),
+    ({"mm_hidden_size": 1024}, "mm_hidden_size=1024 but the CLIP checkpoint's hidden_size is 32"),
+    ({"resamplePooling": "3d"}, "unknown resamplePooling '3d'"),
+])
+def test_config_errors_name_the_field(tmp_path, reference_dirs, changes, message):
+    ref, clip = reference_dirs
+    edit_config(ref, **changes)
+    with pytest.raises(InputError, match=message):
+        convert_reference_checkpoint(ref, clip, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_training_length_is_not_a_limit_and_a_flag_sets_one(tmp_path, reference_dirs):
+    ref, clip = reference_dirs
+    summary = convert_reference_checkpoint(ref, clip, tmp_path / "a")
+    assert summary["max_sequence_length"] == 262144 > 1000 * 144  # not tokenizer_model_max_length=40960
+    summary = convert_reference_checkpoint(ref, clip, tmp_path / "b", max_sequence_length=5000)
+    converted, tokenizer = load_model(tmp_path / "b")
+    assert converted.config.max_sequence_length == 5000
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_non_empty_out_needs_overwrite_and_is_replaced_only_on_success(tmp_path, reference_dirs, model_and_ids):
+    model, tokenizer, ids, pixels, logits = model_and_ids
+    ref, clip = reference_dirs
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty.*--overwrite"):
+        convert_reference_checkpoint(ref, clip, out)
+    assert snapshot(out) == {Path("notes.txt"): b"mine"}
+    convert_reference_checkpoint(ref, clip, out, overwrite=True)
+    assert not (out / "notes.txt").exists()
+    torch.testing.assert_close(logits_of(load_model(out)[0], ids, pixels), logits)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "out", "ref"]  # no temporary siblings left
+    (tmp_path / "empty").mkdir()
+    convert_reference_checkpoint(ref, clip, tmp_path / "empty")  # an empty folder is fine without --overwrite
+    assert (tmp_path / "empty" / "config.json").is_file()
+
+
+def unknown_key(ref, monkeypatch):
+    from safetensors.torch import load_file
+
+    shard = ref / "model-00002-of-00003.safetensors"
+    tensors = load_file(str(shard)) | {"model.layers.0.mamba.mystery_proj.weight": torch.zeros(2)}
+    save_file(tensors, str(shard))
+
+
+def wrong_shape(ref, monkeypatch):
+    from safetensors.torch import load_file
+
+    shard = ref / "model-00003-of-00003.safetensors"
+    tensors = load_file(str(shard))
+    key = sorted(tensors)[-1]
+    tensors[key] = torch.zeros(3, 3, 3)
+    save_file(tensors, str(shard))
+
+
+def interrupt_while_writing(ref, monkeypatch):
+    from longllava.core.convert import ShardWriter
+
+    original = ShardWriter._flush
+
+    def flush_then_interrupt(self):
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ShardWriter, "_flush", flush_then_interrupt)
+
+
+def disk_full_on_the_tokenizer(ref, monkeypatch):
+    from longllava.core import convert
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert, "save_tokenizer_files", full)
+
+
+@pytest.mark.parametrize("failure,error", [
+    (unknown_key, InputError), (wrong_shape, InputError), (interrupt_while_writing, KeyboardInterrupt),
+    (disk_full_on_the_tokenizer, OSError),
+])
+def test_a_failed_conversion_leaves_everything_as_it_was(tmp_path, reference_dirs, monkeypatch, failure, error):
+    ref, clip = reference_dirs
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "sub" / "model.safetensors").write_bytes(b"an older model")
+    before, siblings = snapshot(out), sorted(p.name for p in tmp_path.iterdir())
+    failure(ref, monkeypatch)
+    with pytest.raises(error):
+        convert_reference_checkpoint(ref, clip, out, overwrite=True, max_shard_size="200KB")
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings
+    with pytest.raises(error):
+        convert_reference_checkpoint(ref, clip, tmp_path / "new", max_shard_size="200KB")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_file_as_out_is_refused(tmp_path, reference_dirs):
+    ref, clip = reference_dirs
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        convert_reference_checkpoint(ref, clip, tmp_path / "file", overwrite=True)
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_clip_position_ids_must_be_positions(tmp_path, reference_dirs):
+    from safetensors.torch import load_file
+
+    ref, clip = reference_dirs
+    tensors = load_file(str(clip / "model.safetensors"))
+    tensors["vision_model.embeddings.position_ids"] = tensors["vision_model.embeddings.position_ids"].flip(-1).contiguous()
+    save_file(tensors, str(clip / "model.safetensors"))
+    with pytest.raises(InputError, match="position_ids: expected the positions 0..576"):
+        convert_reference_checkpoint(ref, clip, tmp_path / "out")
+
+
+# --- the real tokenizer and config: convert, reload, generate, 1000 images -----------------------
+
+def small_image_model(vocab_size: int):
+    """The tiny architecture with 28 px images (a 2x2 patch grid -> 1 token per image after pooling),
+    so that a 1000-image prompt runs on a CPU in seconds."""
+    from longllava.core.configuration import tiny_config
+    from longllava.core.modeling import LongLlavaForConditionalGeneration
+
+    config = tiny_config(vocab_size)
+    config.vision_config.image_size = 28
+    torch.manual_seed(5)
+    return LongLlavaForConditionalGeneration(config).eval()
+
+
+def test_released_tokenizer_and_config_convert_reload_generate_and_take_1000_images(write_reference_checkpoint, tmp_path):
+    import sentencepiece
+    from PIL import Image
+
+    from longllava.core import protocol
+    from longllava.core.generation import GenerationSettings
+    from longllava.core.pipeline import LongLlava
+
+    model = small_image_model(65536)
+    write_reference_checkpoint(model, None, tmp_path / "ref", tmp_path / "clip", tokenizer_files=REFERENCE)
+    summary = convert_reference_checkpoint(tmp_path / "ref", tmp_path / "clip", tmp_path / "out")
+    assert (tmp_path / "out" / "tokenizer.model").is_file()
+    llava = LongLlava.load(str(tmp_path / "out"))
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(REFERENCE / "tokenizer.model"))
+    for text in ["</img>", "Yes", "\n", " 12 slices\n", "<vid><t></vid>", "日本 🙂"]:
+        assert llava.tokenizer(text, add_special_tokens=False).input_ids == spm.encode(text)
+    ids = torch.tensor([[1] + spm.encode("<img>") + [model.config.image_token_id] + spm.encode("</img>\nIs it?")])
+    pixels = torch.randn(1, 3, 28, 28)
+    torch.testing.assert_close(logits_of(llava.model, ids, pixels), logits_of(model, ids, pixels))
+
+    frames = [Image.new("RGB", (28, 28), (i % 256, 0, 0)) for i in range(1000)]
+    streamed = []
+    answer = llava.ask([protocol.StackInput(frames)], "How many frames?",
+                       settings=GenerationSettings(max_new_tokens=4), on_text=streamed.append)
+    assert answer.num_images == 1000 and answer.num_prompt_tokens > 1000 * (1 + len(spm.encode("<img></img><t>")))
+    assert "".join(streamed).strip() == answer.text
+    # The released geometry: 1000 images of 144 tokens fit the converted model's limit.
+    assert summary["max_sequence_length"] > 1000 * (144 + len(spm.encode(protocol.IMAGE_BLOCK + "<t>")))
