@@ -194,3 +194,38 @@ def test_cine_errors_name_the_file_and_say_why(tmp_path):
     with pytest.raises(InputError, match="not a DICOM file"):
         (tmp_path / "x.dcm").write_bytes(b"nothing")
         load_cine_dicom(tmp_path / "x.dcm")
+
+
+def write_cine_mr_slice(path, trigger_ms, value, series_uid, position=(0.0, 0.0, 0.0), instance=1):
+    """One grey 16-bit frame of a cine MR series at ``trigger_ms`` after the R wave."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.Modality, ds.SeriesInstanceUID = "Roe^Richard", "MR", series_uid
+    ds.InstanceNumber, ds.TriggerTime = instance, trigger_ms
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = list(position), [1, 0, 0, 0, 1, 0]
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 6, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.full((4, 6), value, np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_cine_mr_series_ordered_by_trigger_time(tmp_path):
+    folder = tmp_path / "cine"
+    folder.mkdir()
+    uid = generate_uid()
+    # written out of order: names and instance numbers do not follow the cardiac phase
+    for name, trigger, value in [("a.dcm", 80.0, 300), ("b.dcm", 0.0, 100), ("c.dcm", 120.0, 400), ("d.dcm", 40.0, 200)]:
+        write_cine_mr_slice(folder / name, trigger, value, uid, instance=len(name) + int(value))
+    clip = load_clip(folder, fps=25)
+    assert clip.times_s == pytest.approx([0.0, 0.04, 0.08, 0.12])
+    levels = [int(np.asarray(f.image)[0, 0, 0]) for f in clip.frames]
+    assert levels == sorted(levels) and levels[0] == 0 and levels[-1] == 255  # one grey scale for the clip
+    assert "Roe" not in json.dumps(clip.summary())
+    write_cine_mr_slice(folder / "e.dcm", 20.0, 100, uid, position=(0.0, 0.0, 5.0))
+    with pytest.raises(InputError, match="2 slice positions; a cine series shows one plane"):
+        load_clip(folder)

@@ -165,3 +165,19 @@ def test_bad_time_series_give_clear_errors(tmp_path, three_dates):
         open_time_series([path_a, tmp_path / "nocrs_2020-01-01.tif"])
     with pytest.raises(InputError, match="left < right"):
         open_time_series([path_a, undated], dates=["2021-06-30", "2019-12-31"], bounds=(1, 1, 0, 2))
+
+
+def test_folder_of_dates_and_bounds_in_lonlat(three_dates, tmp_path):
+    path_a, path_b, _, _ = three_dates
+    folder = tmp_path / "dates"
+    folder.mkdir()
+    for path in (path_a, path_b):
+        (folder / path.name).write_bytes(path.read_bytes())
+    west, south, east, north = transform_bounds(UTM, "EPSG:4326", LEFT + 300, TOP - 600, LEFT + 900, TOP)
+    with open_time_series([folder], bounds=(west, south, east, north), bounds_crs="EPSG:4326") as series:
+        # the folder's rasters in name order: a.tif is first, so its grid; sorted by date afterwards
+        assert [p.name for p in series.paths] == ["b_20200115.tif", "a.tif"]
+        assert series.bounds[0] <= LEFT + 300 and series.bounds[2] >= LEFT + 900
+        assert series.crs.to_string() == UTM
+    with pytest.raises(InputError, match="'EPSG:0' is not a CRS"):
+        open_time_series([folder], bounds=(west, south, east, north), bounds_crs="EPSG:0")
