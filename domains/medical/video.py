@@ -118,7 +118,8 @@ def load_video(path: str | PathLike[str], fps: float = DEFAULT_FPS,
             stream = container.streams.video[0]
             pts = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None and packet.size)
         if not pts:
-            raise InputError(f"{path}: the video stream holds no frames")
+            raise InputError(f"{path}: the video stream holds no frames with presentation time stamps; "
+                             "remux it (ffmpeg -i in -c copy out.mp4) or re-encode it")
         time_base = float(stream.time_base)
         times = [(p - pts[0]) * time_base for p in pts]
         keep = sample_frame_indices(times, fps, max_frames)

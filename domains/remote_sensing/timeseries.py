@@ -35,7 +35,7 @@ import numpy as np
 import rasterio
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.errors import CRSError, RasterioError
 from rasterio.errors import NotGeoreferencedWarning as RasterioNotGeoreferencedWarning
 from rasterio.transform import from_origin
@@ -112,7 +112,7 @@ class TimeSeries:
             path=str(scene.path), date=self.dates[k], row=row, col=col,
             window=None if row is None else tuple(int(v) for v in (window.col_off, window.row_off,
                                                                     window.width, window.height)),
-            bounds=tuple(round(v, 3) for v in footprint_bounds(scene.footprint(window))),
+            bounds=tuple(float(v) for v in footprint_bounds(scene.footprint(window))),
             crs=self.crs.to_string(), lonlat_bounds=None if lonlat is None else tuple(round(v, 6) for v in lonlat))
 
     def global_views(self) -> list[Image.Image]:
@@ -257,17 +257,13 @@ def _build(paths, datasets, dates, bands, bounds, bounds_crs, method, percentile
     scenes = []
     for path, dataset in zip(paths, datasets):
         vrt = WarpedVRT(dataset, crs=reference.crs, transform=transform, width=width, height=height,
-                        resampling=method, add_alpha=dataset.nodata is None and not _has_mask(dataset))
+                        # without a nodata value, an alpha band marks where the raster does not reach
+                        resampling=method, add_alpha=dataset.nodata is None)
         scenes.append(Scene(path=path, dataset=vrt, bands=chosen, percentiles=tuple(percentiles)))
     _common_stretch(scenes)
     order = sorted(range(len(paths)), key=lambda k: (dated[k], k))
     return TimeSeries([scenes[k] for k in order], [dated[k] for k in order], reference.crs,
                       (left, top - height * y_res, left + width * x_res, top), datasets)
-
-
-def _has_mask(dataset) -> bool:
-    return any(flags & {MaskFlags.per_dataset, MaskFlags.alpha} for flags in
-               (set(f) for f in dataset.mask_flag_enums))
 
 
 def _common_stretch(scenes: list[Scene]) -> None:
