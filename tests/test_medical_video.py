@@ -229,3 +229,12 @@ def test_cine_mr_series_ordered_by_trigger_time(tmp_path):
     write_cine_mr_slice(folder / "e.dcm", 20.0, 100, uid, position=(0.0, 0.0, 5.0))
     with pytest.raises(InputError, match="2 slice positions; a cine series shows one plane"):
         load_clip(folder)
+
+
+def test_long_gaps_between_kept_frames_are_seeked_over(tmp_path):
+    path = tmp_path / "long.mp4"
+    write_mp4(path, list(range(60)), rate=1)  # one frame per second for a minute, a keyframe every 12 frames
+    clip = load_video(path, fps=1, max_frames=4)  # sample times 0, 19.67, 39.33, 59 s: 20 s apart
+    assert [f.index for f in clip.frames] == [0, 19, 39, 59]
+    assert [frame_colour_index(f.image, 60) for f in clip.frames] == [0, 19, 39, 59]
+    assert clip.times_s == pytest.approx([0.0, 19.0, 39.0, 59.0])

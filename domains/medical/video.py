@@ -27,6 +27,7 @@ from longllava.traces import ImageTrace
 
 DEFAULT_FPS = 1.0  # the paper's video sampling rate
 DEFAULT_MAX_FRAMES = 256  # Video-MME's largest setting in the paper
+SEEK_GAP_S = 10.0  # seek rather than decode through gaps longer than this between kept frames
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv"}
 
 
@@ -102,6 +103,27 @@ def _video_error(path: Path, error: Exception) -> InputError:
     )
 
 
+def _decode_at(container, stream, wanted: list[int]) -> dict[int, Image.Image]:
+    """Images of the frames with presentation times ``wanted`` (ascending), decoding forward and
+    seeking to the keyframe before a wanted frame when it lies more than ``SEEK_GAP_S`` ahead."""
+    time_base = float(stream.time_base)
+    images: dict[int, Image.Image] = {}
+    frames, current = None, None  # the decoding iterator, and the last frame it gave
+    for target in wanted:
+        if current is None or current.pts < target:
+            if frames is None:
+                frames = iter(container.decode(stream))
+            elif (target - current.pts) * time_base > SEEK_GAP_S:
+                container.seek(target, stream=stream, backward=True)
+                frames = iter(container.decode(stream))
+            current = next((f for f in frames if f.pts is not None and f.pts >= target), None)
+            if current is None:
+                break  # the stream ended early (truncated): keep what was decoded
+        if current.pts == target:
+            images[target] = current.to_image()
+    return images
+
+
 def load_video(path: str | PathLike[str], fps: float = DEFAULT_FPS,
                max_frames: int | None = DEFAULT_MAX_FRAMES) -> Clip:
     """Frames of a video file (any container / codec FFmpeg reads) sampled by presentation time."""
@@ -123,24 +145,17 @@ def load_video(path: str | PathLike[str], fps: float = DEFAULT_FPS,
         time_base = float(stream.time_base)
         times = [(p - pts[0]) * time_base for p in pts]
         keep = sample_frame_indices(times, fps, max_frames)
-        wanted = {pts[i]: i for i in keep}
-        frames = []
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                index = wanted.pop(frame.pts, None)
-                if index is not None:
-                    frames.append(ClipFrame(frame.to_image(), times[index], index))
-                    if not wanted:
-                        break
+            images = _decode_at(container, stream, [pts[i] for i in keep])
+        frames = [ClipFrame(images[pts[i]], times[i], i) for i in keep if pts[i] in images]
     except InputError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
         raise _video_error(path, error) from error
     if not frames:
         raise InputError(f"{path}: no frame of the video could be decoded; the file is corrupt or truncated")
-    frames.sort(key=lambda frame: frame.index)
     metadata = {"format": "video", "codec": stream.codec_context.name, "width": stream.codec_context.width,
                 "height": stream.codec_context.height, "average_fps": float(stream.average_rate or 0) or None,
                 "sampled_fps": fps, "max_frames": max_frames}
