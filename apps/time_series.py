@@ -179,7 +179,8 @@ def time_series_section(llava, settings: DemoSettings, store: SessionStore) -> N
     files.upload(load_series, [files, dates, mode, tile, max_tiles], loaded, api_name="load_series", **load)
     files.upload(lambda: None, None, files, api_visibility="private", show_progress="hidden")
     options = [dates, mode, tile, max_tiles]
-    for control, event in ((dates, "submit"), (mode, "input"), (tile, "input"), (max_tiles, "submit")):
+    dates.submit(options_changed, options, loaded, api_name="series_settings", **load)
+    for control, event in ((mode, "input"), (tile, "input"), (max_tiles, "submit")):
         getattr(control, event)(options_changed, options, loaded, api_visibility="private", **load)
     date_slider.input(show_date, [date_slider], date_view, api_name="show_date", show_progress_on=[load_status])
     asked = dict(fn=ask_series, inputs=[question, chatbot, date_slider, tokens],
