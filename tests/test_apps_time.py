@@ -9,11 +9,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from rasterio.transform import from_origin
-from test_medical_video import frame_colour_index, write_cine, write_mp4
-from test_rs_timeseries import LEFT, RES, TOP, UTM, three_dates, write  # noqa: F401 (three_dates: a fixture)
 
 from longllava.apps.medical import build_medical_app
 from longllava.apps.remote_sensing import build_remote_sensing_app
+
+UTM = "EPSG:32633"
+LEFT, TOP, RES = 500000.0, 5000000.0, 30.0
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +29,24 @@ def remote_sensing(serve_demo):
         yield served
 
 
+@pytest.fixture
+def three_dates(tmp_path, write_geotiff):
+    """Three 40 x 40 px dates of one area (dates in their names), given out of date order; the last
+    one (2022-03-01) lies 10 columns east of the first, so the west of the grid is empty on it."""
+    def date(name, value, shift=0):
+        data = np.full((3, 40, 40), value, np.uint8)
+        return write_geotiff(tmp_path / name, data, UTM, from_origin(LEFT + shift * RES, TOP, RES, RES))
+
+    return date("a_2021-06-30.tif", 60), date("b_20200115.tif", 100), date("c_2022-03-01.tif", 200, shift=10)
+
+
 def image_path(value) -> str:
     return value if isinstance(value, str) else value["value"]["path"] if isinstance(value.get("value"), dict) else value["value"]
 
 
-def test_clip_upload_frame_slider_and_answer_with_times(medical, tmp_path):
+def test_clip_upload_frame_slider_and_answer_with_times(medical, clips, tmp_path):
     path = tmp_path / "clip.mp4"
-    write_mp4(path, list(range(10)))  # 4 fps, 10 frames: 0 .. 2.25 s
+    clips.write_mp4(path, list(range(10)))  # 4 fps, 10 frames: 0 .. 2.25 s
     client = Client(medical.url, verbose=False)
     info, view, slider, chat, used = client.predict([handle_file(str(path))], 1.0, 32, api_name="/load_clip")
     assert "**clip.mp4** (video): 10 frames over 2.25 s; **3 frames** go to the model (432 image tokens)" in info
@@ -42,7 +54,7 @@ def test_clip_upload_frame_slider_and_answer_with_times(medical, tmp_path):
     view = client.predict(2, api_name="/show_frame")
     assert view["label"] == "frame 3 of 3: t = 2.00 s (source frame 8)"
     with Image.open(image_path(view)) as shown:
-        assert frame_colour_index(shown.convert("RGB"), 10) == 8
+        assert clips.frame_colour_index(shown.convert("RGB"), 10) == 8
 
     chat, used, cleared = client.predict("When does the colour change?", [], 4, api_name="/ask_clip")
     assert used["data"] == [[1, 0, 0.0], [2, 4, 1.0], [3, 8, 2.0]]
@@ -55,10 +67,10 @@ def test_clip_upload_frame_slider_and_answer_with_times(medical, tmp_path):
     assert "**4 frames** go to the model" in info and slider["maximum"] == 3 and chat == []
 
 
-def test_cine_upload_never_shows_patient_identifiers_and_bad_clips_give_messages(medical, tmp_path):
+def test_cine_upload_never_shows_patient_identifiers_and_bad_clips_give_messages(medical, clips, tmp_path):
     client = Client(medical.url, verbose=False)
     cine = tmp_path / "echo.dcm"
-    write_cine(cine, frame_times_ms=[0, 400, 800, 100, 1200], photometric="YBR_FULL", patient="Doe^Jane")
+    clips.write_cine(cine, frame_times_ms=[0, 400, 800, 100, 1200], photometric="YBR_FULL", patient="Doe^Jane")
     info, _, slider, _, _ = client.predict([handle_file(str(cine))], 1.0, 32, api_name="/load_clip")
     assert "**echo.dcm** (cine DICOM): 5 frames over 2.50 s; **3 frames**" in info and slider["maximum"] == 2
     assert "modality US" in info and "Doe" not in info and "998877" not in info
@@ -69,7 +81,7 @@ def test_cine_upload_never_shows_patient_identifiers_and_bad_clips_give_messages
         client.predict([handle_file(str(corrupt))], 1.0, 32, api_name="/load_clip")
     assert str(raised.value).startswith("corrupt.mp4: the video cannot be read") and "Traceback" not in str(raised.value)
     untimed = tmp_path / "untimed.dcm"
-    write_cine(untimed, patient="Doe^Jane")
+    clips.write_cine(untimed, patient="Doe^Jane")
     with pytest.raises(AppError, match="untimed.dcm: 5 frame.* with neither frame times") as raised:
         client.predict([handle_file(str(untimed))], 1.0, 32, api_name="/load_clip")
     assert "Doe" not in str(raised.value)
@@ -77,8 +89,8 @@ def test_cine_upload_never_shows_patient_identifiers_and_bad_clips_give_messages
     assert client.predict(1, api_name="/show_frame")["label"].startswith("frame 2 of 3")
 
 
-def test_dates_side_by_side_date_slider_and_answer_per_date(remote_sensing, three_dates, tmp_path):  # noqa: F811
-    path_a, path_b, path_c, counter = three_dates
+def test_dates_side_by_side_date_slider_and_answer_per_date(remote_sensing, three_dates):
+    path_a, path_b, path_c = three_dates
     client = Client(remote_sensing.url, verbose=False)
     files = [handle_file(str(p)) for p in (path_a, path_b, path_c)]
     info, gallery, view, slider, chat, used = client.predict(
@@ -91,7 +103,8 @@ def test_dates_side_by_side_date_slider_and_answer_per_date(remote_sensing, thre
     assert view["label"] == "2022-03-01: c_2022-03-01.tif"
     with Image.open(image_path(view)) as shown:
         pixels = np.asarray(shown.convert("RGB"))
-    assert pixels.shape[:2] == (40, 40) and (pixels[:, :10] == 0).all()  # C does not reach the west of the grid
+    # C does not reach the west of the grid (the grid outline and label aside)
+    assert pixels.shape[:2] == (40, 40) and (pixels[30:38, 2:8] == 0).all() and (pixels[30:38, 12:38] == 200).all()
 
     chat, used, _, cleared = client.predict("What changed?", [], 2, 4, api_name="/ask_series")
     assert used["data"] == [["2020-01-15", 2, 1], ["2021-06-30", 2, 1], ["2022-03-01", 2, 1]]
@@ -103,14 +116,14 @@ def test_dates_side_by_side_date_slider_and_answer_per_date(remote_sensing, thre
     assert "Global views only: 3 images" in info
 
 
-def test_bad_date_uploads_give_messages(remote_sensing, three_dates, tmp_path):  # noqa: F811
+def test_bad_date_uploads_give_messages(remote_sensing, three_dates, write_geotiff, tmp_path):
     path_a, *_ = three_dates
     client = Client(remote_sensing.url, verbose=False)
-    grey = write(tmp_path / "grey_2020-01-01.tif", np.ones((1, 10, 10), np.uint8), UTM, from_origin(LEFT, TOP, RES, RES))
-    with pytest.raises(AppError, match=r"different band counts \(a.tif: 3, grey_2020-01-01.tif: 1\)"):
+    grey = write_geotiff(tmp_path / "grey_2020-01-01.tif", np.ones((1, 10, 10), np.uint8), UTM, from_origin(LEFT, TOP, RES, RES))
+    with pytest.raises(AppError, match=r"different band counts \(a_2021-06-30.tif: 3, grey_2020-01-01.tif: 1\)"):
         client.predict([handle_file(str(path_a)), handle_file(str(grey))], "", "global views only", 336, 4,
                        api_name="/load_series")
-    far = write(tmp_path / "far_2020-01-01.tif", np.ones((3, 10, 10), np.uint8), UTM, from_origin(LEFT + 1e5, TOP, RES, RES))
+    far = write_geotiff(tmp_path / "far_2020-01-01.tif", np.ones((3, 10, 10), np.uint8), UTM, from_origin(LEFT + 1e5, TOP, RES, RES))
     with pytest.raises(AppError, match="far_2020-01-01.tif: the raster does not overlap the common grid"):
         client.predict([handle_file(str(path_a)), handle_file(str(far))], "", "global views only", 336, 4,
                        api_name="/load_series")

@@ -3,50 +3,18 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 
-import av
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import convert_color_space
-from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from longllava.core import protocol
 from longllava.domains.medical.cine import dicom_content, load_cine_dicom
 from longllava.domains.medical.video import clip_to_stack, load_clip, load_video, sample_frame_indices
 from longllava.errors import InputError
-
-
-def colour(i: int) -> tuple[int, int, int]:
-    """A distinct solid colour per frame, far apart so lossy coding cannot confuse two of them."""
-    return ((i * 37) % 200 + 25, 230 - (i * 53) % 200, (i * 91) % 200 + 25)
-
-
-def write_mp4(path, pts: list[int], rate: int = 4, size=(64, 48)) -> None:
-    """An MPEG-4 video whose frame k is solid colour(k), shown at pts[k] / rate seconds."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        stream.time_base = Fraction(1, rate)
-        stream.codec_context.options = {"qscale": "2"}
-        for k, p in enumerate(pts):
-            pixels = np.empty((size[1], size[0], 3), np.uint8)
-            pixels[:] = colour(k)
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = p
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
-
-def frame_colour_index(image, count: int) -> int:
-    """Which colour(k) a decoded frame shows (nearest in RGB)."""
-    mean = np.asarray(image, dtype=np.float64).reshape(-1, 3).mean(axis=0)
-    distances = [np.abs(mean - colour(k)).sum() for k in range(count)]
-    assert min(distances) < 24, f"frame colour {mean} matches no written frame"
-    return int(np.argmin(distances))
 
 
 def test_sample_frame_indices_by_time_and_cap():
@@ -61,33 +29,33 @@ def test_sample_frame_indices_by_time_and_cap():
         sample_frame_indices(times, fps=0)
 
 
-def test_video_frames_sent_at_their_presentation_times(tmp_path):
+def test_video_frames_sent_at_their_presentation_times(tmp_path, clips):
     path = tmp_path / "clip.mp4"
-    write_mp4(path, list(range(10)))  # 4 fps, 10 frames: 0 .. 2.25 s
+    clips.write_mp4(path, list(range(10)))  # 4 fps, 10 frames: 0 .. 2.25 s
     clip = load_video(path, fps=1)
     assert clip.num_source_frames == 10 and clip.duration_s == pytest.approx(2.25)
     assert clip.times_s == pytest.approx([0.0, 1.0, 2.0])
     assert [f.index for f in clip.frames] == [0, 4, 8]
-    assert [frame_colour_index(f.image, 10) for f in clip.frames] == [0, 4, 8]
+    assert [clips.frame_colour_index(f.image, 10) for f in clip.frames] == [0, 4, 8]
     assert clip.frames[0].image.size == (64, 48)
 
     capped = load_video(path, fps=4, max_frames=4)
-    assert [frame_colour_index(f.image, 10) for f in capped.frames] == [0, 3, 6, 9]
+    assert [clips.frame_colour_index(f.image, 10) for f in capped.frames] == [0, 3, 6, 9]
     assert capped.times_s == pytest.approx([0.0, 0.75, 1.5, 2.25])
 
 
-def test_video_with_irregular_timestamps_sends_the_frame_on_screen(tmp_path):
+def test_video_with_irregular_timestamps_sends_the_frame_on_screen(tmp_path, clips):
     path = tmp_path / "gaps.mp4"
-    write_mp4(path, [0, 1, 2, 9, 10, 16], rate=4)  # frames at 0, .25, .5, 2.25, 2.5, 4.0 s
+    clips.write_mp4(path, [0, 1, 2, 9, 10, 16], rate=4)  # frames at 0, .25, .5, 2.25, 2.5, 4.0 s
     clip = load_video(path, fps=1)
     # at 1 s and 2 s frame 2 (shown since 0.5 s) is on screen: sent once; at 3 s frame 4; at 4 s frame 5
-    assert [frame_colour_index(f.image, 6) for f in clip.frames] == [0, 2, 4, 5]
+    assert [clips.frame_colour_index(f.image, 6) for f in clip.frames] == [0, 2, 4, 5]
     assert clip.times_s == pytest.approx([0.0, 0.5, 2.5, 4.0])
 
 
-def test_clip_as_vid_stack_with_times_in_the_trace(tmp_path):
+def test_clip_as_vid_stack_with_times_in_the_trace(tmp_path, clips):
     path = tmp_path / "clip.mp4"
-    write_mp4(path, list(range(10)))
+    clips.write_mp4(path, list(range(10)))
     message = protocol.user_message([clip_to_stack(load_clip(path, fps=1))], "What changes?")
     assert message.text.startswith("<vid><img><image></img><t><img><image></img><t><img><image></img></vid>\n")
     assert [(t["kind"], t["frame"], t["time_s"], t["index"]) for t in message.trace] == [
@@ -95,7 +63,7 @@ def test_clip_as_vid_stack_with_times_in_the_trace(tmp_path):
     assert all(t["path"] == str(path) for t in message.trace)
 
 
-def test_bad_videos_give_clear_errors(tmp_path):
+def test_bad_videos_give_clear_errors(tmp_path, clips):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     with pytest.raises(InputError, match="corrupt.mp4: .*corrupt, truncated or not a video"):
@@ -103,7 +71,7 @@ def test_bad_videos_give_clear_errors(tmp_path):
     with pytest.raises(InputError, match="no such video file"):
         load_video(tmp_path / "missing.mp4")
     good = tmp_path / "clip.mp4"
-    write_mp4(good, list(range(4)))
+    clips.write_mp4(good, list(range(4)))
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(InputError, match="truncated.mp4"):
@@ -134,52 +102,24 @@ def test_pydicom_ultrasound_cine_read_in_order_with_times():
     assert clip.metadata["modality"] == "US" and clip.metadata["frame_time"] == pytest.approx(33.333)
 
 
-def write_cine(path, *, frame_times_ms=None, frame_time_ms=None, photometric="RGB", frames=5, patient="Doe^Jane"):
-    """A small multi-frame ultrasound file; frame k is solid colour(k)."""
-    rgb = np.empty((frames, 8, 10, 3), np.uint8)
-    for k in range(frames):
-        rgb[k] = colour(k)
-    stored = rgb if photometric == "RGB" else convert_color_space(rgb, "RGB", "YBR_FULL", per_frame=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID = patient, "ID-998877"
-    ds.Modality, ds.SeriesInstanceUID = "US", generate_uid()
-    ds.NumberOfFrames, ds.Rows, ds.Columns = frames, 8, 10
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, photometric, 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    if frame_times_ms is not None:
-        ds.FrameTimeVector = [float(v) for v in frame_times_ms]
-        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTimeVector")
-    if frame_time_ms is not None:
-        ds.FrameTime = frame_time_ms
-        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
-    ds.PixelData = stored.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def test_generated_ybr_cine_with_frame_time_vector(tmp_path):
+def test_generated_ybr_cine_with_frame_time_vector(tmp_path, clips):
     path = tmp_path / "echo.dcm"
     # increments before each frame (ms): frames at 0, 0.4, 1.2, 1.3, 2.5 s
-    write_cine(path, frame_times_ms=[0, 400, 800, 100, 1200], photometric="YBR_FULL")
+    clips.write_cine(path, frame_times_ms=[0, 400, 800, 100, 1200], photometric="YBR_FULL")
     clip = load_clip(path, fps=1)
     # on screen at 0 s: frame 0; at 1 s: frame 1 (since 0.4 s); at 2 s: frame 3 (since 1.3 s)
     assert [f.index for f in clip.frames] == [0, 1, 3]
     assert clip.times_s == pytest.approx([0.0, 0.4, 1.3])
     for frame in clip.frames:
-        assert np.abs(np.asarray(frame.image, dtype=int) - colour(frame.index)).max() <= 2
+        assert np.abs(np.asarray(frame.image, dtype=int) - clips.colour(frame.index)).max() <= 2
     every = load_cine_dicom(path, fps=10)
     assert [f.index for f in every.frames] == [0, 1, 2, 3, 4]
     assert "Doe" not in json.dumps(every.summary()) and "998877" not in json.dumps(every.summary())
 
 
-def test_cine_errors_name_the_file_and_say_why(tmp_path):
+def test_cine_errors_name_the_file_and_say_why(tmp_path, clips):
     untimed = tmp_path / "untimed.dcm"
-    write_cine(untimed)
+    clips.write_cine(untimed)
     with pytest.raises(InputError, match=r"untimed.dcm: 5 frame\(s\) of modality US with neither frame times") as info:
         load_cine_dicom(untimed)
     assert "Doe" not in str(info.value)
@@ -188,7 +128,7 @@ def test_cine_errors_name_the_file_and_say_why(tmp_path):
     with pytest.raises(InputError, match="a CT / MR volume .* --ct"):
         load_clip(get_testdata_file("eCT_Supplemental.dcm"))  # enhanced CT: frames placed in space
     bad_vector = tmp_path / "bad.dcm"
-    write_cine(bad_vector, frame_times_ms=[0, 40, 40])
+    clips.write_cine(bad_vector, frame_times_ms=[0, 40, 40])
     with pytest.raises(InputError, match="FrameTimeVector has 3 values for 5 frames"):
         load_cine_dicom(bad_vector)
     with pytest.raises(InputError, match="not a DICOM file"):
@@ -231,10 +171,10 @@ def test_cine_mr_series_ordered_by_trigger_time(tmp_path):
         load_clip(folder)
 
 
-def test_long_gaps_between_kept_frames_are_seeked_over(tmp_path):
+def test_long_gaps_between_kept_frames_are_seeked_over(tmp_path, clips):
     path = tmp_path / "long.mp4"
-    write_mp4(path, list(range(60)), rate=1)  # one frame per second for a minute, a keyframe every 12 frames
+    clips.write_mp4(path, list(range(60)), rate=1)  # one frame per second for a minute, a keyframe every 12 frames
     clip = load_video(path, fps=1, max_frames=4)  # sample times 0, 19.67, 39.33, 59 s: 20 s apart
     assert [f.index for f in clip.frames] == [0, 19, 39, 59]
-    assert [frame_colour_index(f.image, 60) for f in clip.frames] == [0, 19, 39, 59]
+    assert [clips.frame_colour_index(f.image, 60) for f in clip.frames] == [0, 19, 39, 59]
     assert clip.times_s == pytest.approx([0.0, 19.0, 39.0, 59.0])

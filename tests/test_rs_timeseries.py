@@ -18,28 +18,19 @@ LEFT, TOP, RES, SIDE = 500000.0, 5000000.0, 30.0, 40  # the reference grid: 40 x
 SPLIT_X = LEFT + 20 * RES  # easting between grid columns 19 and 20
 
 
-def write(path, data, crs, transform, tags=None, nodata=None):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
-        dst.write(data)
-        if tags:
-            dst.update_tags(**tags)
-    return path
-
-
 def halves(left_value, right_value, split, x):
     return np.where(x < split, left_value, right_value).astype(np.uint8)
 
 
 @pytest.fixture
-def three_dates(tmp_path):
+def three_dates(tmp_path, write_geotiff):
     """A: the reference (UTM, 2021-06-30 in its TIFF tag), halves 60 | 180 split at SPLIT_X.
     B: lon/lat (EPSG:4326), wider, date in its file name (2020-01-15), halves 100 | 220 at the same easting.
     C: UTM shifted 10 columns east and 5 rows north (2022-03-01 in its name), band 1 = a pixel counter."""
     cols = LEFT + (np.arange(SIDE) + 0.5) * RES
     a_band = np.broadcast_to(halves(60, 180, SPLIT_X, cols), (SIDE, SIDE))
     a = np.stack([a_band, np.full((SIDE, SIDE), 10, np.uint8), np.full((SIDE, SIDE), 20, np.uint8)])
-    path_a = write(tmp_path / "a.tif", a, UTM, from_origin(LEFT, TOP, RES, RES),
+    path_a = write_geotiff(tmp_path / "a.tif", a, UTM, from_origin(LEFT, TOP, RES, RES),
                    tags={"TIFFTAG_DATETIME": "2021:06:30 10:12:00"})
 
     west, south, east, north = transform_bounds(UTM, "EPSG:4326", LEFT, TOP - SIDE * RES, LEFT + SIDE * RES, TOP)
@@ -52,11 +43,11 @@ def three_dates(tmp_path):
     eastings, _ = Transformer.from_crs("EPSG:4326", UTM, always_xy=True).transform(grid_lon, grid_lat)
     b_band = halves(100, 220, SPLIT_X, eastings)
     b = np.stack([b_band, np.full_like(b_band, 30), np.full_like(b_band, 40)])
-    path_b = write(tmp_path / "b_20200115.tif", b, "EPSG:4326", from_origin(west, north, step, step))
+    path_b = write_geotiff(tmp_path / "b_20200115.tif", b, "EPSG:4326", from_origin(west, north, step, step))
 
     counter = (np.arange(SIDE * SIDE).reshape(SIDE, SIDE) % 250 + 1).astype(np.uint8)
     c = np.stack([counter, np.full_like(counter, 50), np.full_like(counter, 60)])
-    path_c = write(tmp_path / "c_2022-03-01.tif", c, UTM, from_origin(LEFT + 10 * RES, TOP + 5 * RES, RES, RES))
+    path_c = write_geotiff(tmp_path / "c_2022-03-01.tif", c, UTM, from_origin(LEFT + 10 * RES, TOP + 5 * RES, RES, RES))
     return path_a, path_b, path_c, counter
 
 
@@ -122,13 +113,13 @@ def test_bounds_crop_the_grid(three_dates):
     assert (a_view[:, :10, 0] == 60).all() and (a_view[:, 10:, 0] == 180).all()
 
 
-def test_non_uint8_dates_share_one_stretch(tmp_path):
+def test_non_uint8_dates_share_one_stretch(tmp_path, write_geotiff):
     low = np.full((1, 10, 10), 1000, np.uint16)
     high = np.full((1, 10, 10), 3000, np.uint16)
     low[0, :, :5] = 0
     transform = from_origin(LEFT, TOP, RES, RES)
-    paths = [write(tmp_path / "d_2020-01-01.tif", low, UTM, transform, nodata=0),
-             write(tmp_path / "d_2020-02-01.tif", high, UTM, transform, nodata=0)]
+    paths = [write_geotiff(tmp_path / "d_2020-01-01.tif", low, UTM, transform, nodata=0),
+             write_geotiff(tmp_path / "d_2020-02-01.tif", high, UTM, transform, nodata=0)]
     with open_time_series(paths, percentiles=(0, 100)) as series:
         first, second = (np.asarray(image) for image in series.global_views())
         assert series.summary()["stretch"]["low"] == [1000.0]
@@ -136,17 +127,17 @@ def test_non_uint8_dates_share_one_stretch(tmp_path):
     assert (first[:, :5] == 0).all()  # nodata stays black
 
 
-def test_bad_time_series_give_clear_errors(tmp_path, three_dates):
+def test_bad_time_series_give_clear_errors(tmp_path, three_dates, write_geotiff):
     path_a, _, _, _ = three_dates
-    far = write(tmp_path / "far_2020-01-01.tif", np.ones((3, 10, 10), np.uint8), UTM,
+    far = write_geotiff(tmp_path / "far_2020-01-01.tif", np.ones((3, 10, 10), np.uint8), UTM,
                 from_origin(LEFT + 100000, TOP, RES, RES))
     with pytest.raises(InputError, match="far_2020-01-01.tif: the raster does not overlap the common grid"):
         open_time_series([path_a, far])
-    one_band = write(tmp_path / "gray_2020-01-01.tif", np.ones((1, 10, 10), np.uint8), UTM,
+    one_band = write_geotiff(tmp_path / "gray_2020-01-01.tif", np.ones((1, 10, 10), np.uint8), UTM,
                      from_origin(LEFT, TOP, RES, RES))
     with pytest.raises(InputError, match=r"different band counts \(a.tif: 3, gray_2020-01-01.tif: 1\)"):
         open_time_series([path_a, one_band])
-    undated = write(tmp_path / "undated.tif", np.ones((3, 10, 10), np.uint8), UTM, from_origin(LEFT, TOP, RES, RES))
+    undated = write_geotiff(tmp_path / "undated.tif", np.ones((3, 10, 10), np.uint8), UTM, from_origin(LEFT, TOP, RES, RES))
     with pytest.raises(InputError, match="undated.tif: no acquisition date"):
         open_time_series([path_a, undated])
     with open_time_series([path_a, undated], dates=["2021-06-30", "2019-12-31"]) as series:
