@@ -178,3 +178,17 @@ def test_long_gaps_between_kept_frames_are_seeked_over(tmp_path, clips):
     assert [f.index for f in clip.frames] == [0, 19, 39, 59]
     assert [clips.frame_colour_index(f.image, 60) for f in clip.frames] == [0, 19, 39, 59]
     assert clip.times_s == pytest.approx([0.0, 19.0, 39.0, 59.0])
+
+
+def test_palette_colour_ultrasound_through_its_lookup_table(tmp_path):
+    from pydicom.pixels import apply_color_lut
+
+    source = pydicom.dcmread(get_testdata_file("OBXXXX1A_2frame.dcm"))  # US, PALETTE COLOR, no frame times
+    source.FrameTime = 40.0
+    path = tmp_path / "palette.dcm"
+    source.save_as(path)
+    clip = load_cine_dicom(path, fps=25)
+    assert clip.times_s == pytest.approx([0.0, 0.04])
+    for frame in clip.frames:
+        expected = (apply_color_lut(source.pixel_array[frame.index], source) >> 8).astype(np.uint8)
+        assert np.array_equal(np.asarray(frame.image), expected)

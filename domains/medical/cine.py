@@ -95,8 +95,9 @@ def _to_uint8(frames: list[np.ndarray], header: Dataset) -> list[np.ndarray]:
     from pydicom.pixels import apply_color_lut, apply_voi_lut
 
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR":
+    if photometric == "PALETTE COLOR":  # 16-bit lookup table entries span 0..65535: keep the top byte
         frames = [apply_color_lut(frame, header) for frame in frames]
+        frames = [(frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame for frame in frames]
     elif photometric.startswith("MONOCHROME") and int(header.get("BitsStored", 8)) > 8:
         frames = [apply_voi_lut(frame, header) for frame in frames]
     if all(frame.dtype == np.uint8 for frame in frames):
