@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from longllava.apps.chat import Conversation
+from longllava.apps.panels import chat_panel
 from longllava.apps.serving import shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
@@ -138,28 +139,20 @@ def clip_tab(llava, settings: DemoSettings, store: SessionStore) -> None:
                                          interactive=False, elem_id="clip-slider")
         with gr.Row():
             with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="questions and answers", height=300, elem_id="clip-chat")
-                with gr.Row():
-                    question = gr.Textbox(label="question", scale=4, elem_id="clip-question",
-                                          placeholder="When does the valve open? Answer with the time in seconds.")
-                    ask = gr.Button("Ask", variant="primary", scale=1, elem_id="clip-ask")
-                ask_status = gr.Markdown(elem_id="clip-ask-status", elem_classes="status")
-                with gr.Row():
-                    clear = gr.Button("New conversation", size="sm")
-                    tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="clip-tokens")
+                chat = chat_panel("clip", "When does the valve open? Answer with the time in seconds.")
             with gr.Column(scale=2):
                 used = gr.Dataframe(headers=FRAME_HEADERS, label="frames the answer is based on", interactive=False,
                                     elem_id="clip-used")
 
     load = dict(concurrency_id="load", show_progress_on=[load_status])
-    loaded = [info, frame_view, frame_slider, chatbot, used]
+    loaded = [info, frame_view, frame_slider, chat.chatbot, used]
     files.upload(load_clip_upload, [files, fps, max_frames], loaded, api_name="load_clip", **load)
     files.upload(lambda: None, None, files, api_visibility="private", show_progress="hidden")
     fps.submit(sampling_changed, [fps, max_frames], loaded, api_name="sample_clip", **load)
     max_frames.submit(sampling_changed, [fps, max_frames], loaded, api_visibility="private", **load)
     frame_slider.input(show_frame, [frame_slider], frame_view, api_name="show_frame", show_progress_on=[load_status])
-    asked = dict(fn=ask_clip, inputs=[question, chatbot, tokens], outputs=[chatbot, used, question],
-                 concurrency_id="model", show_progress_on=[ask_status])
-    ask.click(**asked, api_name="ask_clip")
-    question.submit(**asked, api_visibility="private")
-    clear.click(clear_clip_chat, None, [chatbot, used], api_visibility="private")
+    asked = dict(fn=ask_clip, inputs=[chat.question, chat.chatbot, chat.tokens],
+                 outputs=[chat.chatbot, used, chat.question], concurrency_id="model", show_progress_on=[chat.status])
+    chat.ask.click(**asked, api_name="ask_clip")
+    chat.question.submit(**asked, api_visibility="private")
+    chat.clear.click(clear_clip_chat, None, [chat.chatbot, used], api_visibility="private")

@@ -17,6 +17,7 @@ import gradio as gr
 from longllava.apps.answers import tiles_named
 from longllava.apps.chat import Conversation
 from longllava.apps.overlay import draw_grid, window_boxes
+from longllava.apps.panels import chat_panel
 from longllava.apps.serving import shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
@@ -157,15 +158,7 @@ def time_series_section(llava, settings: DemoSettings, store: SessionStore) -> N
                 max_tiles = gr.Number(value=4, precision=0, minimum=1, label="max tiles", elem_id="series-max-tiles")
             load_status = gr.Markdown(elem_id="series-load-status", elem_classes="status")
             info = gr.Markdown(elem_id="series-info")
-            chatbot = gr.Chatbot(label="questions and answers", height=300, elem_id="series-chat")
-            with gr.Row():
-                question = gr.Textbox(label="question", scale=4, elem_id="series-question",
-                                      placeholder="What changed between the first and the last date?")
-                ask = gr.Button("Ask", variant="primary", scale=1, elem_id="series-ask")
-            ask_status = gr.Markdown(elem_id="series-ask-status", elem_classes="status")
-            with gr.Row():
-                clear = gr.Button("New conversation", size="sm")
-                tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens", elem_id="series-tokens")
+            chat = chat_panel("series", "What changed between the first and the last date?")
             used = gr.Dataframe(headers=USED_HEADERS, label="images the answer is based on, per date",
                                 interactive=False, elem_id="series-used")
         with gr.Column(scale=3):
@@ -175,7 +168,7 @@ def time_series_section(llava, settings: DemoSettings, store: SessionStore) -> N
             date_slider = gr.Slider(0, 1, value=0, step=1, label="date", interactive=False, elem_id="series-slider")
 
     load = dict(concurrency_id="load", show_progress_on=[load_status])
-    loaded = [info, gallery, date_view, date_slider, chatbot, used]
+    loaded = [info, gallery, date_view, date_slider, chat.chatbot, used]
     files.upload(load_series, [files, dates, mode, tile, max_tiles], loaded, api_name="load_series", **load)
     files.upload(lambda: None, None, files, api_visibility="private", show_progress="hidden")
     options = [dates, mode, tile, max_tiles]
@@ -183,8 +176,9 @@ def time_series_section(llava, settings: DemoSettings, store: SessionStore) -> N
     for control, event in ((mode, "input"), (tile, "input"), (max_tiles, "submit")):
         getattr(control, event)(options_changed, options, loaded, api_visibility="private", **load)
     date_slider.input(show_date, [date_slider], date_view, api_name="show_date", show_progress_on=[load_status])
-    asked = dict(fn=ask_series, inputs=[question, chatbot, date_slider, tokens],
-                 outputs=[chatbot, used, date_view, question], concurrency_id="model", show_progress_on=[ask_status])
-    ask.click(**asked, api_name="ask_series")
-    question.submit(**asked, api_visibility="private")
-    clear.click(clear_series_chat, None, [chatbot, used], api_visibility="private")
+    asked = dict(fn=ask_series, inputs=[chat.question, chat.chatbot, date_slider, chat.tokens],
+                 outputs=[chat.chatbot, used, date_view, chat.question], concurrency_id="model",
+                 show_progress_on=[chat.status])
+    chat.ask.click(**asked, api_name="ask_series")
+    chat.question.submit(**asked, api_visibility="private")
+    chat.clear.click(clear_series_chat, None, [chat.chatbot, used], api_visibility="private")
