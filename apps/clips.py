@@ -1,7 +1,7 @@
 """The clip tab of the medical demo: a video or a cine DICOM loop, a frame slider, questions.
 
 Layout and wiring only: clips are read by ``load_clip`` (PyAV for videos, pydicom for cine DICOM),
-sampled by presentation time, sent as one ``<vid>`` stack (``clip_to_stack``); the table lists the
+sampled by presentation time, sent as one ``<vid>`` stack (``clip_stack``); the table lists the
 frames an answer was based on with their times.
 """
 
@@ -18,7 +18,8 @@ from longllava.apps.serving import shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
-from longllava.domains.medical.video import Clip, clip_to_stack, load_clip
+from longllava.domains.medical.video import Clip, load_clip
+from longllava.domains.medical.visuals import clip_stack
 from longllava.errors import InputError
 
 FRAME_HEADERS = ["frame", "source frame", "time (s)"]
@@ -104,7 +105,7 @@ def clip_tab(llava, settings: DemoSettings, store: SessionStore) -> None:
                 raise InputError("type a question first")
             chat = session.data.get("clip_chat")
             if chat is None:
-                chat = Conversation([clip_to_stack(clip)])
+                chat = Conversation([clip_stack(clip)])
                 session.data["clip_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the frames and generating" if first else "generating")

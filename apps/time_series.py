@@ -22,7 +22,8 @@ from longllava.apps.serving import shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
-from longllava.domains.remote_sensing.timeseries import TimeSeries, open_time_series, time_series_visuals
+from longllava.domains.remote_sensing.timeseries import TimeSeries, open_time_series
+from longllava.domains.remote_sensing.visuals import time_series_visuals
 from longllava.errors import InputError
 
 MODES = {"global views + tile stacks": "tiles", "global views only": "global"}

@@ -13,7 +13,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from longllava.core import protocol
 from longllava.domains.medical.cine import dicom_content, load_cine_dicom
-from longllava.domains.medical.video import clip_to_stack, load_clip, load_video, sample_frame_indices
+from longllava.domains.medical.video import load_clip, load_video, sample_frame_indices
+from longllava.domains.medical.visuals import clip_stack
 from longllava.errors import InputError
 
 
@@ -56,7 +57,7 @@ def test_video_with_irregular_timestamps_sends_the_frame_on_screen(tmp_path, cli
 def test_clip_as_vid_stack_with_times_in_the_trace(tmp_path, clips):
     path = tmp_path / "clip.mp4"
     clips.write_mp4(path, list(range(10)))
-    message = protocol.user_message([clip_to_stack(load_clip(path, fps=1))], "What changes?")
+    message = protocol.user_message([clip_stack(load_clip(path, fps=1))], "What changes?")
     assert message.text.startswith("<vid><img><image></img><t><img><image></img><t><img><image></img></vid>\n")
     assert [(t["kind"], t["frame"], t["time_s"], t["index"]) for t in message.trace] == [
         ("frame", 0, 0.0, 0), ("frame", 1, 1.0, 4), ("frame", 2, 2.0, 8)]

@@ -10,7 +10,8 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 
 from longllava.core import protocol
-from longllava.domains.remote_sensing.timeseries import open_time_series, raster_date, time_series_visuals
+from longllava.domains.remote_sensing.timeseries import open_time_series, raster_date
+from longllava.domains.remote_sensing.visuals import time_series_visuals
 from longllava.errors import InputError
 
 UTM = "EPSG:32633"

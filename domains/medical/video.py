@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from longllava.core import protocol
 from longllava.errors import InputError
-from longllava.traces import ImageTrace
 
 DEFAULT_FPS = 1.0  # the paper's video sampling rate
 DEFAULT_MAX_FRAMES = 256  # Video-MME's largest setting in the paper
@@ -51,9 +49,6 @@ class Clip:
     @property
     def times_s(self) -> list[float]:
         return [frame.time_s for frame in self.frames]
-
-    def traces(self) -> list[ImageTrace]:
-        return [ImageTrace(path=self.source, index=frame.index, time_s=round(frame.time_s, 3)) for frame in self.frames]
 
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "num_frames": len(self.frames), "num_source_frames": self.num_source_frames,
@@ -170,8 +165,3 @@ def load_clip(path: str | PathLike[str] | Sequence[str | PathLike[str]], fps: fl
     from longllava.domains.medical.cine import load_cine_dicom
 
     return load_cine_dicom(path, fps, max_frames)
-
-
-def clip_to_stack(clip: Clip) -> protocol.StackInput:
-    """The clip as one ``<vid>`` stack of its frames, each traced by its time in seconds."""
-    return protocol.StackInput([frame.image for frame in clip.frames], clip.traces())

@@ -14,10 +14,7 @@ Dates, in this order of precedence: given; from the raster's tags (``ACQUISITION
 ``DATE_ACQUIRED``, ``TIFFTAG_DATETIME``, ...); from the file name (``2021-06-30``, ``20210630``,
 ``2021_06_30``). The scenes are sorted by date.
 
-Two prompt forms (:func:`time_series_visuals`): ``"tiles"``, one ``<vid>`` stack of dates per tile
-position (after a stack of the global views), or ``"global"``, the global views of all dates as one
-stack. Every frame's trace gives its date, path, bounds, CRS and lon/lat bounds (tiles: row, col and
-pixel window too).
+The prompt forms are built by :func:`~longllava.domains.remote_sensing.visuals.time_series_visuals`.
 """
 
 from __future__ import annotations
@@ -43,11 +40,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from longllava.core import protocol
-from longllava.domains.remote_sensing.scene import DEFAULT_PERCENTILES, Scene, Stretch, _choose_bands, footprint_bounds
+from longllava.domains.remote_sensing.scene import DEFAULT_PERCENTILES, Scene, Stretch, _choose_bands
 from longllava.domains.remote_sensing.tiling import TileGrid, tile_scene
 from longllava.errors import InputError
-from longllava.traces import ImageTrace
 
 DATE_TAGS = ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED",
              "SENSING_TIME", "DATETIME", "TIFFTAG_DATETIME", "DATE")
@@ -102,18 +97,6 @@ class TimeSeries:
     @property
     def height(self) -> int:
         return self.scenes[0].height
-
-    def frame_trace(self, k: int, window: Window | None = None, row: int | None = None,
-                    col: int | None = None) -> ImageTrace:
-        scene = self.scenes[k]
-        window = window or Window(0, 0, self.width, self.height)
-        lonlat = scene.lonlat_bounds(window)
-        return ImageTrace(
-            path=str(scene.path), date=self.dates[k], row=row, col=col,
-            window=None if row is None else tuple(int(v) for v in (window.col_off, window.row_off,
-                                                                    window.width, window.height)),
-            bounds=tuple(float(v) for v in footprint_bounds(scene.footprint(window))),
-            crs=self.crs.to_string(), lonlat_bounds=None if lonlat is None else tuple(round(v, 6) for v in lonlat))
 
     def global_views(self) -> list[Image.Image]:
         """Each date's whole grid from one decimated read (<= 1024 px a side)."""
@@ -286,21 +269,3 @@ def _common_stretch(scenes: list[Scene]) -> None:
     stretch = Stretch(tuple(lows), tuple(highs), tuple(scenes[0].percentiles), "decimated reads of all dates")
     for scene in scenes:
         scene.stretch = stretch
-
-
-def time_series_visuals(series: TimeSeries, mode: str = "tiles", *, tile: int = 336,
-                        max_tiles: int | None = 64) -> list[protocol.StackInput]:
-    """The prompt's visuals: ``"global"``, one ``<vid>`` stack of the global views in date order;
-    ``"tiles"``, that stack followed by one stack of dates per tile position, in raster order."""
-    if mode not in ("tiles", "global"):
-        raise InputError(f"time-series mode must be 'tiles' or 'global', got {mode!r}")
-    dates = range(len(series.dates))
-    visuals = [protocol.StackInput(series.global_views(), [series.frame_trace(k) for k in dates])]
-    if mode == "global":
-        return visuals
-    grids = series.grids(tile=tile, max_tiles=max_tiles)
-    for position, cell in enumerate(grids[0].tiles):
-        images = [grid.tiles[position].image() for grid in grids]
-        traces = [series.frame_trace(k, cell.window, cell.row, cell.col) for k in dates]
-        visuals.append(protocol.StackInput(images, traces))
-    return visuals
