@@ -131,3 +131,74 @@ def test_cdvqa_bad_files(tmp_path):
         read_cdvqa(path)
     with pytest.raises(InputError, match="expected a CDVQA <split>_questions.json"):
         read_cdvqa(tmp_path / "Test_answers.json")
+
+
+# --- the runner: videos and image pairs through the protocol --------------------------------------
+
+FAST = ["--model", "tiny-random", "--device", "cpu", "--max-new-tokens", "1"]
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_eval_video_mme_reads_each_video_once_at_its_times(tmp_path, clips, capsys):
+    from longllava.cli import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    clips.write_mp4(videos / "001.mp4", list(range(10)))  # 0 .. 2.25 s
+    clips.write_mp4(videos / "abcXYZ.mp4", list(range(6)), rate=2)  # 0 .. 2.5 s
+    data = [dict(VIDEOS[0]), {**VIDEOS[1], "videoID": "abcXYZ"}]
+    (tmp_path / "videomme.json").write_text(json.dumps(data))
+    out = tmp_path / "run"
+    assert main(["eval", "video-mme", "--data", str(tmp_path / "videomme.json"), "--image-root", str(videos),
+                 "--out", str(out), "--fps", "1", "--max-frames", "8", *FAST]) == 0
+    assert "## video-mme (video-mme-letter)" in capsys.readouterr().out
+    records = lines(out / "predictions.jsonl")
+    assert [r["question_id"] for r in records] == ["001-1", "001-2", "301-1", "301-2"]
+    assert records[0]["num_images"] == 3 and records[0]["trace"]["time_s"] == [0.0, 1.0, 2.0]
+    assert records[2]["num_images"] == 3 and records[2]["trace"]["index"] == [0, 2, 4]
+    assert records[0]["prompt"].startswith("Select the best answer") and records[0]["duration"] == "short"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["counts"]["questions"] == 4
+    assert json.loads((out / "run.json").read_text())["fps"] == 1.0
+
+    (videos / "abcXYZ.mp4").unlink()
+    with pytest.raises(InputError, match="1 of 2 videos not found .* abcXYZ.mp4"):
+        from longllava.eval.runner import RunConfig, run_benchmark
+
+        run_benchmark(RunConfig("video-mme", str(tmp_path / "videomme.json"), str(tmp_path / "again"),
+                                image_root=str(videos)), load_model=lambda: pytest.fail("the model must not load"))
+
+
+def test_eval_cdvqa_sends_each_pair_before_then_after(tmp_path, capsys):
+    from PIL import Image
+
+    from longllava.cli import main
+
+    path = write_cdvqa(tmp_path)
+    for folder, value in (("im1", 40), ("im2", 200)):
+        (tmp_path / folder).mkdir()
+        for name in ("02180.png", "07502.png"):
+            Image.new("RGB", (32, 32), (value, value, value)).save(tmp_path / folder / name)
+    out = tmp_path / "run"
+    assert main(["eval", "cdvqa", "--data", str(path), "--out", str(out), *FAST]) == 0
+    assert "## cdvqa (cdvqa-oa-aa)" in capsys.readouterr().out
+    records = lines(out / "predictions.jsonl")
+    assert [r["question_id"] for r in records] == ["0", "1", "2"]
+    assert records[0]["num_images"] == 2 and records[0]["trace"]["index"] == [0, 1]
+    assert [p.rsplit("/", 2)[-2] for p in records[0]["trace"]["path"]] == ["im1", "im2"]
+    assert records[0]["prompt"].endswith("Answer the question using a single word or phrase.")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["metrics"]) >= {"overall_accuracy", "average_accuracy"}
+
+
+def test_score_command_reads_both_formats(tmp_path, capsys):
+    from longllava.cli import main
+
+    (tmp_path / "videomme.json").write_text(json.dumps(VIDEOS))
+    predictions = tmp_path / "answers.jsonl"
+    predictions.write_text("\n".join(json.dumps({"question_id": q, "text": "A"}) for q in ("001-1", "001-2", "301-1", "301-2")))
+    assert main(["score", "video-mme", "--pred", str(predictions), "--gt", str(tmp_path / "videomme.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == 25.0

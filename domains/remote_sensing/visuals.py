@@ -6,9 +6,11 @@ scene, bounds in the scene CRS and in lon/lat; every dated image its date and fi
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from rasterio.windows import Window
 
+from longllava.core.processor import open_image
 from longllava.core.protocol import HighResInput, StackInput
 from longllava.domains.remote_sensing.tiling import Tile, TileGrid
 from longllava.domains.remote_sensing.timeseries import TimeSeries
@@ -66,3 +68,10 @@ def time_series_visuals(series: TimeSeries, mode: str = "tiles", *, tile: int = 
         cells = [grid.tiles[position] for grid in grids]
         visuals.append(StackInput([cell.image() for cell in cells], [date_trace(series, k, cells[k]) for k in dates]))
     return visuals
+
+
+def image_pair_stack(before: str | Path, after: str | Path) -> StackInput:
+    """A before / after image pair of one area (change detection) as a two-frame stack in time order."""
+    paths = [Path(before), Path(after)]
+    return StackInput([open_image(path) for path in paths],
+                      [ImageTrace(path=str(path), index=k) for k, path in enumerate(paths)])
