@@ -193,3 +193,11 @@ def test_palette_colour_ultrasound_through_its_lookup_table(tmp_path):
     for frame in clip.frames:
         expected = (apply_color_lut(source.pixel_array[frame.index], source) >> 8).astype(np.uint8)
         assert np.array_equal(np.asarray(frame.image), expected)
+
+
+def test_load_ct_sends_a_cine_clip_to_load_clip():
+    from longllava.domains.medical.ct import load_ct
+
+    with pytest.raises(InputError, match=r"a cine clip \(120 US frames spaced in time .*\), not a volume; load it "
+                                         r"with load_clip \(CLI: ask --video\)"):
+        load_ct(get_testdata_file("color3d_jpeg_baseline.dcm"))

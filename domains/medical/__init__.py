@@ -19,5 +19,5 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "slices": ["CTSlice", "ct_to_slices", "select_slice_indices"],
     "windowing": ["Window", "parse_windows", "render_slice"], "large_image": ["load_large_image"],
     "visuals": ["ct_stack", "slice_trace", "pathology_input", "clip_stack"],
-    "video": ["Clip", "load_clip", "load_video"], "cine": ["load_cine_dicom", "dicom_content"],
+    "video": ["Clip", "load_clip", "load_video"], "cine": ["load_cine_dicom"], "dicom": ["dicom_content"],
     "datasets": ["read_pubmedvision", "read_llava_med_vqa", "read_multiple_choice_vqa", "read_ct_rate", "load_ct_rate_volume", "ct_rate_questions"]})

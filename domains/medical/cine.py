@@ -1,6 +1,7 @@
 """Cine DICOM: multi-frame images with a time dimension (ultrasound, echo, XA / RF, cine MR) as clips.
 
-What a DICOM file is comes from its attributes (:func:`dicom_content`):
+What a DICOM file is comes from its attributes
+(:func:`~longllava.domains.medical.dicom.dicom_content`):
 
 - a **clip** when it holds several frames and says how they are spaced in time: Frame Time Vector
   (ms between frames), Frame Time (ms per frame) or Cine Rate (frames per second), in the order
@@ -31,43 +32,22 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from longllava.domains.medical.dicom import (DicomSource, _check_decoder, _plain, _read_header, _snake,
-                                             file_sources, folder_sources, zip_sources)
+from longllava.domains.medical.dicom import (TIMING_ATTRIBUTES, DicomSource, _check_decoder, _plain, _read_header,
+                                             _snake, dicom_content, file_sources, folder_sources, frame_count,
+                                             zip_sources)
 from longllava.domains.medical.video import (DEFAULT_FPS, DEFAULT_MAX_FRAMES, Clip, ClipFrame, _check_sampling,
                                              sample_frame_indices)
 from longllava.errors import InputError
 
-TIMING_ATTRIBUTES = ("FrameTimeVector", "FrameTime", "CineRate")
 # Non-identifying fields copied into Clip.metadata (an allow-list: nothing else leaves the file).
 _CLIP_METADATA_FIELDS = ("Modality", "Manufacturer", "ManufacturerModelName", "SeriesDescription",
                          "BodyPartExamined", "NumberOfFrames", "FrameTime", "CineRate", "HeartRate",
                          "PhotometricInterpretation", "Rows", "Columns")
 
 
-def _frame_count(header: Dataset) -> int:
-    return int(header.get("NumberOfFrames", 1) or 1)
-
-
-def dicom_content(header: Dataset) -> str:
-    """``"clip"`` or ``"volume"`` from a DICOM header; an :class:`InputError` when it is neither."""
-    frames = _frame_count(header)
-    if frames > 1 and any(header.get(keyword) not in (None, "") for keyword in TIMING_ATTRIBUTES):
-        return "clip"
-    if "PerFrameFunctionalGroupsSequence" in header or (frames == 1 and "ImagePositionPatient" in header):
-        return "volume"
-    if frames == 1 and header.get("TriggerTime") not in (None, ""):
-        return "clip"
-    modality = header.get("Modality", "?")
-    raise InputError(
-        f"{frames} frame(s) of modality {modality} with neither frame times (FrameTime, FrameTimeVector, "
-        "CineRate; TriggerTime per file of a cine series) nor per-frame positions of a volume "
-        "(PerFrameFunctionalGroupsSequence / ImagePositionPatient); it can be read neither as a clip nor as a volume"
-    )
-
-
 def _frame_times(header: Dataset, name: str) -> np.ndarray:
     """Seconds from the first frame, from the timing attribute Frame Increment Pointer names (else the first present)."""
-    frames = _frame_count(header)
+    frames = frame_count(header)
     pointers = header.get("FrameIncrementPointer")
     pointers = [] if pointers is None else ([pointers] if not isinstance(pointers, (list, tuple)) and
                                             type(pointers).__name__ != "MultiValue" else list(pointers))
@@ -156,7 +136,7 @@ def _clip_from_series(files: list, label: str, fps: float, max_frames: int | Non
     series = {str(f.header.get("SeriesInstanceUID", "")) for f in files}
     if len(series) > 1:
         raise InputError(f"{label}: {len(series)} DICOM series are mixed here; give the files of one cine series")
-    untimed = [f.source.name for f in files if _frame_count(f.header) != 1 or f.header.get("TriggerTime") in (None, "")]
+    untimed = [f.source.name for f in files if frame_count(f.header) != 1 or f.header.get("TriggerTime") in (None, "")]
     if untimed:
         raise InputError(f"{untimed[0]}: a cine series needs single-frame files that each have a TriggerTime; "
                          "give one multi-frame cine file instead, or the files of one cine series")
@@ -199,7 +179,7 @@ def load_cine_dicom(path: str | PathLike[str] | Sequence[str | PathLike[str]], f
 def _load_sources(sources: list[DicomSource], label: str, fps: float, max_frames: int | None) -> Clip:
     files = [_read_header(source) for source in sources]
     _check_decoder(files, label)
-    if any(_frame_count(f.header) > 1 for f in files):
+    if any(frame_count(f.header) > 1 for f in files):
         if len(files) > 1:
             raise InputError(f"{label}: {len(files)} files, some multi-frame; give one multi-frame cine file at a time")
         file = files[0]
