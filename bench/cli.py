@@ -153,11 +153,7 @@ def _bench_scene(args: argparse.Namespace) -> int:
     report = run_scene_bench(path=args.path, size=args.size, tile=args.tile, workdir=args.workdir,
                              keep=args.keep, limit=args.limit, gdal_cache_mb=args.gdal_cache_mb,
                              repeat=args.repeat)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for key, value in report.items():
-            print(f"{key:>24}: {value}")
+    _print_report(report, args.json)
     return 0
 
 
@@ -169,12 +165,17 @@ def _bench_clip(args: argparse.Namespace) -> int:
         raise InputError(f"--size takes W,H, got {args.size!r}")
     report = run_clip_bench(duration_s=args.duration, rate=args.rate, size=size, gop=args.gop,
                             dense_frames=args.dense, sparse_frames=args.sparse, workdir=args.workdir)
-    if args.json:
+    _print_report(report, args.json)
+    return 0
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    """A flat report as one JSON line, or as aligned ``key: value`` lines."""
+    if as_json:
         print(json.dumps(report))
     else:
         for key, value in report.items():
             print(f"{key:>24}: {value}")
-    return 0
 
 
 def parse_counts(text: str, option: str = "--images") -> tuple[int, ...]:

@@ -40,6 +40,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from longllava.core.files import files_in
 from longllava.domains.remote_sensing.scene import DEFAULT_PERCENTILES, Scene, Stretch, _choose_bands
 from longllava.domains.remote_sensing.tiling import TileGrid, tile_scene
 from longllava.errors import InputError
@@ -125,23 +126,6 @@ class TimeSeries:
         self.close()
 
 
-def scene_paths(items: Sequence[str | PathLike[str]]) -> list[Path]:
-    """Files as given; a folder stands for its rasters (by suffix), in name order."""
-    paths: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
-            if not found:
-                raise InputError(f"{path}: the folder holds no rasters ({', '.join(sorted(RASTER_SUFFIXES))})")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise InputError(f"{path}: no such raster file or folder")
-    return paths
-
-
 def _open(path: Path):
     try:
         with warnings.catch_warnings():
@@ -186,7 +170,7 @@ def open_time_series(paths: Sequence[str | PathLike[str]], *, dates: Sequence[st
     shown as R,G,B for every date (all rasters must have the same band count). ``resampling`` is a
     :class:`rasterio.enums.Resampling` name.
     """
-    paths = scene_paths(paths)
+    paths = files_in(paths, RASTER_SUFFIXES, "raster")
     if len(paths) < 2:
         raise InputError(f"a time series needs at least two rasters, got {len(paths)}")
     if dates is not None and len(dates) != len(paths):
