@@ -18,7 +18,8 @@ from longllava.apps.serving import shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
-from longllava.domains.medical.video import Clip, load_clip
+from longllava.domains.medical.clips import load_clip
+from longllava.domains.medical.video import Clip
 from longllava.domains.medical.visuals import clip_stack
 from longllava.errors import InputError
 

@@ -286,7 +286,7 @@ def _video_file(root: Path, stem: str) -> Path | None:
 
 
 def video_mme_task(config: RunConfig) -> EvalTask:
-    from longllava.domains.medical.video import load_clip
+    from longllava.domains.medical.clips import load_clip
     from longllava.domains.medical.visuals import clip_stack
     from longllava.eval.video_mme import read_video_mme, score_video_mme, video_mme_prompt
 

@@ -13,7 +13,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from longllava.core import protocol
 from longllava.domains.medical.cine import dicom_content, load_cine_dicom
-from longllava.domains.medical.video import load_clip, load_video, sample_frame_indices
+from longllava.domains.medical.clips import load_clip
+from longllava.domains.medical.video import load_video, sample_frame_indices
 from longllava.domains.medical.visuals import clip_stack
 from longllava.errors import InputError
 

@@ -51,7 +51,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 def clip_visuals(args: argparse.Namespace) -> list:
     """``ask --video``: the clip's frames, sampled by presentation time, as one ordered stack."""
-    from longllava.domains.medical.video import load_clip
+    from longllava.domains.medical.clips import load_clip
     from longllava.domains.medical.visuals import clip_stack
 
     source = args.video[0] if len(args.video) == 1 else args.video

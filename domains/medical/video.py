@@ -155,13 +155,3 @@ def load_video(path: str | PathLike[str], fps: float = DEFAULT_FPS,
                 "height": stream.codec_context.height, "average_fps": float(stream.average_rate or 0) or None,
                 "sampled_fps": fps, "max_frames": max_frames}
     return Clip(frames, str(path), len(pts), times[-1], metadata)
-
-
-def load_clip(path: str | PathLike[str] | Sequence[str | PathLike[str]], fps: float = DEFAULT_FPS,
-              max_frames: int | None = DEFAULT_MAX_FRAMES) -> Clip:
-    """A video file by its suffix; anything else (a DICOM file, folder, zip or file list) as cine DICOM."""
-    if isinstance(path, (str, PathLike)) and is_video_path(path):
-        return load_video(path, fps, max_frames)
-    from longllava.domains.medical.cine import load_cine_dicom
-
-    return load_cine_dicom(path, fps, max_frames)
