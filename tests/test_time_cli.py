@@ -24,6 +24,8 @@ def test_ask_about_a_video_and_a_cine_loop(capsys, clips, tmp_path):
         ("frame", 0, 0, 0.0), ("frame", 1, 4, 1.0), ("frame", 2, 8, 2.0)]
     out = ask_json(capsys, "--video", str(video), "--fps", "4", "--max-frames", "4", "--question", "What happens?")
     assert [t["time_s"] for t in out["used"]] == [0.0, 0.75, 1.5, 2.25]
+    assert main(["ask", "--model", "tiny-random", "--max-new-tokens", "2", "--video", str(video), "--question", "?"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "frames used at (s): 0, 1, 2"
 
     cine = tmp_path / "echo.dcm"
     clips.write_cine(cine, frame_time_ms=250.0, patient="Doe^Jane")  # 5 frames, 0 .. 1 s
@@ -48,6 +50,9 @@ def test_ask_about_dated_scenes_as_time_stacks(capsys, write_geotiff, tmp_path):
     assert [(t["row"], t["col"], t["date"]) for t in frames[3:6]] == [(0, 0, "2021-06-30"), (0, 0, "2022-06-30"),
                                                                        (0, 0, "2023-06-30")]
     assert frames[3]["window"] == [0, 0, 20, 20] and frames[3]["path"].endswith("site_2021-06-30.tif")
+    assert main(["ask", "--model", "tiny-random", "--max-new-tokens", "2", "--scene", *paths, "--time-series",
+                 "--time-series-mode", "global", "--question", "?"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "dates used: 2021-06-30, 2022-06-30, 2023-06-30"
 
     out = ask_json(capsys, "--scene", str(tmp_path), "--time-series", "--time-series-mode", "global",
                    "--dates", "2001-01-01,2003-01-01,2002-01-01", "--bounds", "500000,4999400,500600,5000000",
