@@ -60,6 +60,12 @@ def _ask(args: argparse.Namespace) -> int:
     slices = [str(t["slice_index"]) for t in used if "slice_index" in t]
     if slices:
         print(f"slices used: {', '.join(slices)}")
+    times = [f"{t['time_s']:g}" for t in used if "time_s" in t]
+    if times:
+        print(f"frames used at (s): {', '.join(times)}")
+    dates = sorted({t["date"] for t in used if "date" in t})
+    if dates:
+        print(f"dates used: {', '.join(dates)}")
     return 0
 
 

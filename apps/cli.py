@@ -8,8 +8,8 @@ from longllava.core.cli import add_model_args
 from longllava.registry import DEFAULT_MODEL, load_from_args
 
 APPS = {
-    "medical": "CT volumes (NIfTI, DICOM) and large pathology images",
-    "remote-sensing": "large geo-referenced scenes (GeoTIFF / COG) as tile grids",
+    "medical": "CT volumes (NIfTI, DICOM), large pathology images and clips (videos, cine DICOM)",
+    "remote-sensing": "large geo-referenced scenes (GeoTIFF / COG) as tile grids, and several dates of one area",
 }
 
 

@@ -1,5 +1,5 @@
-"""The clinicians' demo: CT volumes (slice viewer, windows, slice selection, multi-turn chat) and
-large pathology images (sub-image grid).
+"""The clinicians' demo: CT volumes (slice viewer, windows, slice selection, multi-turn chat),
+large pathology images (sub-image grid) and clips (videos, cine DICOM: frame slider; :mod:`.clips`).
 
 Layout and wiring only: files are read by ``load_ct`` / ``load_large_image``, slices rendered by
 ``render_slice`` / ``ct_to_slices``, sub-images cut by ``pathology_input``, prompts written by
@@ -15,6 +15,7 @@ from PIL import Image
 
 from longllava.apps.answers import describe_slices, grid_footnote, slice_rows, tiles_named
 from longllava.apps.chat import Conversation
+from longllava.apps.clips import clip_tab
 from longllava.apps.overlay import draw_grid, mosaic
 from longllava.apps.serving import CACHE_CLEANUP, RESEARCH_NOTICE, shown_errors
 from longllava.apps.sessions import Session, SessionStore
@@ -317,6 +318,8 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                 with gr.Column(scale=3):
                     path_grid = gr.Image(label="sub-image grid (what the model sees)", type="pil", format="png", interactive=False,
                                          elem_id="pathology-grid")
+
+        clip_tab(llava, settings, store)
 
         # ----- wiring -------------------------------------------------------------------------
         ct_state = [window, custom, rule, rule_value]

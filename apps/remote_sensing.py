@@ -1,4 +1,5 @@
-"""The analysts' demo: a large geo-referenced scene as a global view plus a grid of tiles.
+"""The analysts' demo: a large geo-referenced scene as a global view plus a grid of tiles, and
+several dates of one area side by side with a date slider (:mod:`.time_series`).
 
 Layout and wiring only: scenes are opened by ``open_scene``, cut by ``tile_scene`` (which also
 gives each tile's lon/lat bounds and the GeoJSON), prompts written by the protocol and answers
@@ -18,6 +19,7 @@ from longllava.apps.overlay import draw_grid, window_boxes
 from longllava.apps.serving import CACHE_CLEANUP, shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
+from longllava.apps.time_series import time_series_section
 from longllava.apps.uploads import accept_upload
 from longllava.domains.remote_sensing.scene import open_scene
 from longllava.domains.remote_sensing.tiling import TileGrid, tile_scene, tile_to_geo
@@ -209,5 +211,6 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
         ask_button.click(**asked, api_name="ask")
         question.submit(**asked, api_visibility="private")
         clear.click(clear_chat, None, [chatbot, grid_view, named_table], api_visibility="private")
+        time_series_section(llava, settings, store)
         app.unload(end_session)
     return app

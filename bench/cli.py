@@ -1,6 +1,6 @@
 """``longllava bench ...``: every benchmark target. ``model`` (hybrid vs pure attention vs pure
 Mamba, 1 to 1000 images), ``scan`` (the Mamba selective scan: fused CPU kernel vs pure torch),
-``ct`` (CT loading + slicing) and ``scene`` (scene tiling)."""
+``ct`` (CT loading + slicing), ``scene`` (scene tiling) and ``clip`` (sampling a long video)."""
 
 from __future__ import annotations
 
@@ -102,6 +102,17 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     scene.add_argument("--json", action="store_true")
     scene.set_defaults(func=_bench_scene)
 
+    clip = bench.add_parser("clip", help="sampling a long generated video at 1 fps (dense and sparse caps) vs decoding every frame")
+    clip.add_argument("--duration", type=float, default=600.0, metavar="S", help="video length in seconds (default 600)")
+    clip.add_argument("--rate", type=int, default=25, help="frames per second of the video (default 25)")
+    clip.add_argument("--size", default="320,240", metavar="W,H", help="frame size (default 320,240)")
+    clip.add_argument("--gop", type=int, default=250, help="frames between keyframes (default 250)")
+    clip.add_argument("--dense", type=int, default=256, metavar="N", help="max frames of the dense sampling (default 256)")
+    clip.add_argument("--sparse", type=int, default=16, metavar="N", help="max frames of the sparse sampling (default 16)")
+    clip.add_argument("--workdir", default=None, help="where to write the video (default: a temp dir)")
+    clip.add_argument("--json", action="store_true")
+    clip.set_defaults(func=_bench_clip)
+
 
 def _bench_model(args: argparse.Namespace) -> int:
     from longllava.bench.model import run_model_bench
@@ -142,12 +153,29 @@ def _bench_scene(args: argparse.Namespace) -> int:
     report = run_scene_bench(path=args.path, size=args.size, tile=args.tile, workdir=args.workdir,
                              keep=args.keep, limit=args.limit, gdal_cache_mb=args.gdal_cache_mb,
                              repeat=args.repeat)
-    if args.json:
+    _print_report(report, args.json)
+    return 0
+
+
+def _bench_clip(args: argparse.Namespace) -> int:
+    from longllava.bench.clip import run_clip_bench
+
+    size = parse_counts(args.size, "--size")
+    if len(size) != 2:
+        raise InputError(f"--size takes W,H, got {args.size!r}")
+    report = run_clip_bench(duration_s=args.duration, rate=args.rate, size=size, gop=args.gop,
+                            dense_frames=args.dense, sparse_frames=args.sparse, workdir=args.workdir)
+    _print_report(report, args.json)
+    return 0
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    """A flat report as one JSON line, or as aligned ``key: value`` lines."""
+    if as_json:
         print(json.dumps(report))
     else:
         for key, value in report.items():
             print(f"{key:>24}: {value}")
-    return 0
 
 
 def parse_counts(text: str, option: str = "--images") -> tuple[int, ...]:

@@ -127,32 +127,15 @@ def model_load_options(args: argparse.Namespace) -> dict:
 # --- core inputs ---------------------------------------------------------------------------------
 
 
-def _stack_paths(items: list[str]) -> list[Path]:
-    from longllava.errors import InputError
-
-    paths: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InputError(f"--stack directory {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise InputError(f"--stack item not found: {path}")
-    return paths
-
-
 def image_visuals(args: argparse.Namespace) -> list:
     from longllava.core import protocol
+    from longllava.core.files import files_in
     from longllava.core.processor import open_image, partition_highres
     from longllava.traces import ImageTrace
 
     visuals: list = [protocol.ImageInput(open_image(p), ImageTrace(path=str(p))) for p in args.image]
     if args.stack:
-        paths = _stack_paths(args.stack)
+        paths = files_in(args.stack, IMAGE_SUFFIXES, "--stack")
         visuals.append(protocol.StackInput([open_image(p) for p in paths], [ImageTrace(path=str(p)) for p in paths]))
     if args.highres:
         if args.tile not in (168, 336):

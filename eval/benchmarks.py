@@ -29,6 +29,7 @@ class Benchmark:
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     protocols: tuple[str, ...] = ()  # choices of --protocol, when the benchmark has several
     volumes: bool = False  # questions come 18 per CT volume: --max-slices, --split; --limit counts volumes
+    videos: bool = False  # questions about videos: --fps, --max-frames; --limit counts videos
 
 
 def load(target: str) -> Callable:
@@ -59,4 +60,18 @@ BENCHMARKS: dict[str, Benchmark] = {
         ground_truth="test_FITRS_vqa_eval.jsonl",
         task="longllava.eval.runner:fit_rsfg_task", score_files="longllava.eval.scorers:score_fit_rsfg_files",
         max_new_tokens={"skysensegpt-exact-match": 256}),
+    # the answer is one letter (Video-MME) or a word or phrase (CDVQA): lmms-eval's Video-MME length
+    "video-mme": Benchmark(
+        "video-mme",
+        data="Video-MME JSON (results layout or annotation rows); videos as <videoID>.mp4 in --image-root",
+        ground_truth="Video-MME JSON with the gold letters",
+        task="longllava.eval.runner:video_mme_task", score_files="longllava.eval.scorers:score_video_mme_files",
+        max_new_tokens={"video-mme-letter": 16}, videos=True),
+    "cdvqa": Benchmark(
+        "cdvqa",
+        data="CDVQA <split>_questions.json (with <split>_answers.json and _images.json beside it); image "
+        "pairs in --image-root/im1 and im2",
+        ground_truth="CDVQA <split>_questions.json",
+        task="longllava.eval.runner:cdvqa_task", score_files="longllava.eval.scorers:score_cdvqa_files",
+        max_new_tokens={"cdvqa-oa-aa": 16}),
 }

@@ -27,7 +27,12 @@ Benchmarks (``--data``; ``--image-root`` defaults to the data file's folder):
 - ``ct-rate``: the CT-RATE root folder; each volume is loaded once through the medical loader
   (HU, metadata spacing), windowed into an ordered stack of up to ``max_slices`` axial slices, and
   asked the 18 abnormality questions; ``--limit`` counts volumes;
-- ``fit-rsfg``: ``test_FITRS_vqa_eval.jsonl``; each 512 px tile is one image.
+- ``fit-rsfg``: ``test_FITRS_vqa_eval.jsonl``; each 512 px tile is one image;
+- ``video-mme``: a Video-MME JSON; each video (``<image root>/<videoID>.mp4``) is read once,
+  sampled at ``fps`` by presentation time (at most ``max_frames``) into one ordered stack of frames
+  traced by their times, and asked its questions with Video-MME's prompt; ``--limit`` counts videos;
+- ``cdvqa``: a CDVQA ``<split>_questions.json``; each question's image pair (``im1/``, ``im2/``
+  under the image root) is a two-frame stack, before then after.
 """
 
 from __future__ import annotations
@@ -71,11 +76,13 @@ class RunConfig:
     max_new_tokens: int | None = None  # default: the benchmark's declared length for the protocol
     max_slices: int = 256  # ct-rate: slices per volume, evenly spaced
     split: str = "valid"  # ct-rate split
+    fps: float = 1.0  # video-mme: frames per second of video, sampled by presentation time
+    max_frames: int = 256  # video-mme: frames per video at most, evenly spread beyond
     merge_timeout_s: float = 3600.0  # rank 0: how long to wait for the other ranks' answers
 
     # fields that change the answers: a restart must agree on them (limit and batch size may change)
     IDENTITY = ("benchmark", "data", "model", "protocol", "image_root", "max_new_tokens",
-                "max_slices", "split")
+                "max_slices", "split", "fps", "max_frames")
 
 
 @dataclass
@@ -269,6 +276,73 @@ def fit_rsfg_task(config: RunConfig) -> EvalTask:
         return score_fit_rsfg([q for q in questions if q.question_id in asked], predictions)
 
     return EvalTask("fit-rsfg", "skysensegpt-exact-match", items, score)
+
+
+def _video_file(root: Path, stem: str) -> Path | None:
+    from longllava.domains.medical.video import VIDEO_SUFFIXES
+
+    return next((path for suffix in (".mp4", *sorted(VIDEO_SUFFIXES - {".mp4"}))
+                 if (path := root / f"{stem}{suffix}").is_file()), None)
+
+
+def video_mme_task(config: RunConfig) -> EvalTask:
+    from longllava.domains.medical.clips import load_clip
+    from longllava.domains.medical.visuals import clip_stack
+    from longllava.eval.video_mme import read_video_mme, score_video_mme, video_mme_prompt
+
+    questions = read_video_mme(config.data)
+    root = _image_root(config)
+    files = {q.video_file: _video_file(root, q.video_file) for q in questions}
+    missing = [stem for stem, path in files.items() if path is None]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(files)} videos not found in {root}, e.g. {missing[0]}.mp4 "
+                         f"(set --image-root to the folder of the videos)")
+
+    @lru_cache(maxsize=1)  # a video's questions come one after another
+    def video_stack(stem: str) -> protocol.StackInput:
+        return clip_stack(load_clip(files[stem], config.fps, config.max_frames))
+
+    items = []
+    for q in questions:
+        prompt = video_mme_prompt(q)
+        items.append(EvalItem(
+            id=q.question_id, question=prompt,
+            message=lambda stem=q.video_file, prompt=prompt: protocol.user_message([video_stack(stem)], prompt),
+            fields={"video_id": q.video_id, "duration": q.duration, "category": q.category,
+                    "task_type": q.task_type}, group=q.video_id))
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> ScoreResult:
+        asked = set(ids)
+        return score_video_mme([q for q in questions if q.question_id in asked], predictions)
+
+    return EvalTask("video-mme", "video-mme-letter", items, score)
+
+
+def cdvqa_task(config: RunConfig) -> EvalTask:
+    from longllava.domains.remote_sensing.visuals import image_pair_stack
+    from longllava.eval.cdvqa import cdvqa_image_pair, cdvqa_prompt, read_cdvqa, score_cdvqa
+
+    questions = read_cdvqa(config.data)
+    root = _image_root(config)
+    for q in questions:
+        missing = [path for path in cdvqa_image_pair(q, root) if not path.is_file()]
+        if missing:
+            raise InputError(f"question {q.question_id}: image not found: {missing[0]} (set --image-root to the "
+                             f"folder that holds im1/ and im2/)")
+
+    @lru_cache(maxsize=1)  # a pair's questions come one after another
+    def pair_stack(file_name: str) -> protocol.StackInput:
+        return image_pair_stack(*cdvqa_image_pair(next(q for q in questions if q.file_name == file_name), root))
+
+    items = [EvalItem(id=q.question_id, question=cdvqa_prompt(q),
+                      message=lambda q=q: protocol.user_message([pair_stack(q.file_name)], cdvqa_prompt(q)),
+                      fields={"type": q.type, "image": q.file_name}) for q in questions]
+
+    def score(predictions: Sequence[Prediction], ids: Sequence[str]) -> ScoreResult:
+        asked = set(ids)
+        return score_cdvqa([q for q in questions if q.question_id in asked], predictions)
+
+    return EvalTask("cdvqa", "cdvqa-oa-aa", items, score)
 
 
 def limit_items(items: Sequence[EvalItem], limit: int | None) -> list[EvalItem]:

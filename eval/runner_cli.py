@@ -51,14 +51,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         run = benchmarks.add_parser(name, help=f"{name}: --data {declared.data}")
         _add_run_args(run, declared.data)
         run.add_argument("--limit", type=int, metavar="N",
-                         help="only the first N questions" + (" (volumes: 18 questions each)"
-                                                              if declared.volumes else ""))
+                         help="only the first N questions" + (" (volumes: 18 questions each)" if declared.volumes
+                                                              else " (videos: all their questions)" if declared.videos
+                                                              else ""))
         lengths = ", ".join(f"{protocol} {tokens}" for protocol, tokens in declared.max_new_tokens.items())
         run.add_argument("--max-new-tokens", type=int, metavar="T",
                          help=f"default: the official script's ({lengths})")
         if declared.protocols:
             run.add_argument("--protocol", choices=declared.protocols,
                              help="default: recognised from the --data layout")
+        if declared.videos:
+            run.add_argument("--fps", type=float, default=1.0, help="frames per second of video (default 1, the paper's)")
+            run.add_argument("--max-frames", type=int, default=256, metavar="N",
+                             help="frames per video at most, evenly spread beyond (default 256)")
         if declared.volumes:
             run.add_argument("--max-slices", type=int, default=256, metavar="N",
                              help="axial slices per volume, evenly spaced (default 256)")
@@ -106,7 +111,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
                        image_root=getattr(args, "image_root", None), limit=args.limit,
                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                        max_slices=getattr(args, "max_slices", 256),
-                       split=getattr(args, "split", "valid"), merge_timeout_s=args.merge_timeout)
+                       split=getattr(args, "split", "valid"), fps=getattr(args, "fps", 1.0),
+                       max_frames=getattr(args, "max_frames", 256), merge_timeout_s=args.merge_timeout)
     outcome = _run_rank(run_benchmark, config, args)
     if outcome is None or outcome.result is None:
         return 1 if outcome is None else 0

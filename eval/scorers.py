@@ -1,7 +1,8 @@
 """One entry point from (benchmark, prediction file, ground-truth file) to a :class:`ScoreResult`.
 
 The scorers themselves are pure functions over parsed records (:func:`score_llava_med_vqa`,
-:func:`score_multiple_choice`, :func:`score_ct_rate`, :func:`score_fit_rsfg`); this module only picks
+:func:`score_multiple_choice`, :func:`score_ct_rate`, :func:`score_fit_rsfg`, :func:`score_video_mme`,
+:func:`score_cdvqa`); this module only picks
 the readers. VQA-RAD / PathVQA have two protocols, recognised from the ground-truth layout: a
 LLaVA-Med ``test.json`` (records with ``conversations``) -> ``llava-med``; a HuatuoGPT-Vision
 evaluation file (records with ``options``) -> ``multiple-choice``.
@@ -16,6 +17,7 @@ from longllava.eval.benchmarks import BENCHMARKS, load
 from longllava.eval.ct_rate import (VOLUME_COLUMN, ct_rate_table_from_answers,
                                     read_ct_rate_labels, read_ct_rate_prediction_csv, score_ct_rate)
 from longllava.eval.files import load_json_list
+from longllava.eval.cdvqa import read_cdvqa, score_cdvqa
 from longllava.eval.fit_rsfg import read_fit_rsfg_ground_truth, score_fit_rsfg
 from longllava.eval.llava_med import (is_llava_med_ground_truth, read_llava_med_ground_truth,
                                       score_llava_med_vqa)
@@ -24,6 +26,7 @@ from longllava.eval.multiple_choice import (is_multiple_choice_ground_truth,
                                             score_multiple_choice)
 from longllava.eval.predictions import read_predictions
 from longllava.eval.results import ScoreResult
+from longllava.eval.video_mme import read_video_mme, score_video_mme
 
 
 def vqa_protocol_of(ground_truth: str | Path) -> str:
@@ -97,3 +100,17 @@ def score_fit_rsfg_files(benchmark: str, predictions: str | Path, ground_truth: 
     """FIT-RSFG-Bench: SkySenseGPT's exact match."""
     _one_protocol(benchmark, protocol, strict)
     return score_fit_rsfg(read_fit_rsfg_ground_truth(ground_truth), read_predictions(predictions))
+
+
+def score_video_mme_files(benchmark: str, predictions: str | Path, ground_truth: str | Path, *,
+                          protocol: str | None = None, strict: bool = False) -> ScoreResult:
+    """Video-MME: the letter of eval_your_results.py, accuracy over answered questions."""
+    _one_protocol(benchmark, protocol, strict)
+    return score_video_mme(read_video_mme(ground_truth), read_predictions(predictions))
+
+
+def score_cdvqa_files(benchmark: str, predictions: str | Path, ground_truth: str | Path, *,
+                      protocol: str | None = None, strict: bool = False) -> ScoreResult:
+    """CDVQA: OA and AA over question types."""
+    _one_protocol(benchmark, protocol, strict)
+    return score_cdvqa(read_cdvqa(ground_truth), read_predictions(predictions))

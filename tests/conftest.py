@@ -160,3 +160,105 @@ def _write_reference_checkpoint(model, tokenizer, ref_dir, clip_dir, vision_insi
 def write_reference_checkpoint():
     """``write(model, tokenizer, ref_dir, clip_dir, ...)``: a checkpoint in the released layout."""
     return _write_reference_checkpoint
+
+
+# --- small time series written by the tests: videos and cine DICOM ---------------------------------
+
+
+def _colour(i: int) -> tuple[int, int, int]:
+    """A distinct solid colour per frame, far apart so lossy coding cannot confuse two of them."""
+    return ((i * 37) % 200 + 25, 230 - (i * 53) % 200, (i * 91) % 200 + 25)
+
+
+def _write_mp4(path, pts: list[int], rate: int = 4, size=(64, 48)) -> None:
+    """An MPEG-4 video whose frame k is solid _colour(k), shown at pts[k] / rate seconds."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.time_base = Fraction(1, rate)
+        stream.codec_context.options = {"qscale": "2"}
+        for k, p in enumerate(pts):
+            pixels = np.empty((size[1], size[0], 3), np.uint8)
+            pixels[:] = _colour(k)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = p
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def _frame_colour_index(image, count: int) -> int:
+    """Which _colour(k) a decoded frame shows (nearest in RGB)."""
+    import numpy as np
+
+    mean = np.asarray(image, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    distances = [np.abs(mean - _colour(k)).sum() for k in range(count)]
+    assert min(distances) < 24, f"frame colour {mean} matches no written frame"
+    return int(np.argmin(distances))
+
+
+def _write_cine(path, *, frame_times_ms=None, frame_time_ms=None, photometric="RGB", frames=5, patient="Doe^Jane"):
+    """A small multi-frame ultrasound file; frame k is solid _colour(k)."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import convert_color_space
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    rgb = np.empty((frames, 8, 10, 3), np.uint8)
+    for k in range(frames):
+        rgb[k] = _colour(k)
+    stored = rgb if photometric == "RGB" else convert_color_space(rgb, "RGB", "YBR_FULL", per_frame=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID = patient, "ID-998877"
+    ds.Modality, ds.SeriesInstanceUID = "US", generate_uid()
+    ds.NumberOfFrames, ds.Rows, ds.Columns = frames, 8, 10
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, photometric, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if frame_times_ms is not None:
+        ds.FrameTimeVector = [float(v) for v in frame_times_ms]
+        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTimeVector")
+    if frame_time_ms is not None:
+        ds.FrameTime = frame_time_ms
+        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
+    ds.PixelData = stored.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture(scope="session")
+def clips():
+    """Writers of tiny clips with known content: ``write_mp4(path, pts, rate)`` (frame k solid
+    ``colour(k)``, shown at ``pts[k] / rate`` s), ``write_cine(path, ...)`` (a multi-frame ultrasound
+    DICOM), and ``frame_colour_index(image, count)`` (which written frame a decoded one shows)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(colour=_colour, write_mp4=_write_mp4, frame_colour_index=_frame_colour_index,
+                           write_cine=_write_cine)
+
+
+def _write_geotiff(path, data, crs, transform, tags=None, nodata=None):
+    """A GeoTIFF of ``data`` (bands, rows, cols) with that CRS, transform, tags and nodata."""
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(data)
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_geotiff():
+    """``write_geotiff(path, data, crs, transform, tags=None, nodata=None)`` -> path."""
+    return _write_geotiff

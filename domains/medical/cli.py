@@ -1,4 +1,4 @@
-"""CLI for the medical domain: ``ct-slices`` and the ``--ct`` input of ``ask``."""
+"""CLI for the medical domain: ``ct-slices`` and the ``--ct`` and ``--video`` inputs of ``ask``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,24 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         ct.add_argument("--ct", metavar="PATH", help="a CT volume (NIfTI, DICOM folder / files / .zip) as an ordered slice stack")
         ct.add_argument("--max-slices", type=int, default=256, help="CT slices sent to the model (evenly spaced)")
         ct.add_argument("--windows", default="lung,mediastinum,bone", help="CT windows as RGB channels, or one W/L")
+
+    clips = ask_inputs(commands, "clips (videos, cine DICOM)", ("--video",), clip_visuals)
+    if clips is not None:
+        clips.add_argument("--video", nargs="+", metavar="PATH",
+                           help="a video (MP4, MOV, MKV, WebM, AVI, ...), a cine DICOM file (US, echo, XA, cine MR), or "
+                           "the files / folder / .zip of a cine series, as one ordered stack of <vid> frames")
+        clips.add_argument("--fps", type=float, default=1.0, help="frames sent per second of the clip (default 1, the paper's)")
+        clips.add_argument("--max-frames", type=int, default=256,
+                           help="frames at most, evenly spread over the clip beyond (default 256)")
+
+
+def clip_visuals(args: argparse.Namespace) -> list:
+    """``ask --video``: the clip's frames, sampled by presentation time, as one ordered stack."""
+    from longllava.domains.medical.clips import load_clip
+    from longllava.domains.medical.visuals import clip_stack
+
+    source = args.video[0] if len(args.video) == 1 else args.video
+    return [clip_stack(load_clip(source, args.fps, args.max_frames))]
 
 
 def ct_visuals(args: argparse.Namespace) -> list:

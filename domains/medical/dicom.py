@@ -6,7 +6,8 @@ from the offset where that parse stopped, one slice (or frame) at a time, straig
 preallocated volume, so peak memory stays near one volume and no header is parsed twice. Slices
 are ordered by ImagePositionPatient projected on the slice normal (InstanceNumber when positions
 are missing); RescaleSlope / RescaleIntercept are applied per slice (per frame for enhanced
-multi-frame CT).
+multi-frame CT). :func:`dicom_content` tells a volume from a cine clip (frames in time, read by
+:mod:`~longllava.domains.medical.cine`); ``load_ct`` refuses a clip with a message that says so.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ _METADATA_FIELDS = (
     "PatientPosition",
 )
 _INT16 = np.iinfo(np.int16)
+# How a multi-frame file says its frames are spaced in time (a cine clip, not a volume).
+TIMING_ATTRIBUTES = ("FrameTimeVector", "FrameTime", "CineRate")
 _PIXEL_KEYWORDS = {Tag(keyword): keyword for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")}
 
 
@@ -150,6 +153,32 @@ class _Frame:
         return self.file.source
 
 
+def frame_count(header: Dataset) -> int:
+    return int(header.get("NumberOfFrames", 1) or 1)
+
+
+def is_cine(header: Dataset) -> bool:
+    """Several frames, and how they are spaced in time: a clip (ultrasound, echo, XA, cine MR)."""
+    return frame_count(header) > 1 and any(header.get(keyword) not in (None, "") for keyword in TIMING_ATTRIBUTES)
+
+
+def dicom_content(header: Dataset) -> str:
+    """``"clip"`` or ``"volume"`` from a DICOM header; an :class:`InputError` when it is neither."""
+    frames = frame_count(header)
+    if is_cine(header):
+        return "clip"
+    if "PerFrameFunctionalGroupsSequence" in header or (frames == 1 and "ImagePositionPatient" in header):
+        return "volume"
+    if frames == 1 and header.get("TriggerTime") not in (None, ""):
+        return "clip"
+    modality = header.get("Modality", "?")
+    raise InputError(
+        f"{frames} frame(s) of modality {modality} with neither frame times (FrameTime, FrameTimeVector, "
+        "CineRate; TriggerTime per file of a cine series) nor per-frame positions of a volume "
+        "(PerFrameFunctionalGroupsSequence / ImagePositionPatient); it can be read neither as a clip nor as a volume"
+    )
+
+
 def read_dicom_series(sources: list[DicomSource], label: str, series: str | None, allow_non_ct: bool) -> CTVolume:
     with _collector_paused():
         return _read_series(sources, label, series, allow_non_ct)
@@ -173,6 +202,11 @@ def _read_series(sources: list[DicomSource], label: str, series: str | None, all
     chosen = _choose_series([_read_header(source) for source in sources], label, series)
     first = chosen[0].header
     modality = str(first.get("Modality", ""))
+    if is_cine(first):
+        raise InputError(
+            f"{label}: a cine clip ({frame_count(first)} {modality or 'DICOM'} frames spaced in time by "
+            "FrameTime / FrameTimeVector / CineRate), not a volume; load it with load_clip (CLI: ask --video)"
+        )
     if modality != "CT" and not allow_non_ct:
         raise InputError(
             f"{label}: the series has modality {modality or 'unknown'!r}, not CT; its values are not Hounsfield "

@@ -35,18 +35,61 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     scenes = ask_inputs(commands, "scenes", ("--scene",), scene_visuals)
     if scenes is not None:
-        scenes.add_argument("--scene", metavar="PATH", help="a GeoTIFF / raster scene as global view + tile grid (tiles of --tile px)")
+        scenes.add_argument("--scene", nargs="+", metavar="PATH",
+                            help="a GeoTIFF / raster scene as global view + tile grid (tiles of --tile px); with "
+                            "--time-series, rasters of one area on several dates (files or a folder)")
         scenes.add_argument("--max-tiles", type=int, default=64, help="scene tiles at most (coarser level beyond)")
+        scenes.add_argument("--time-series", action="store_true",
+                            help="the --scene rasters are dates of one area: put them on the first one's grid and "
+                            "send them as <vid> stacks of dates")
+        scenes.add_argument("--time-series-mode", choices=("tiles", "global"), default="tiles",
+                            help="tiles: a stack of the global views, then one stack of dates per tile position "
+                            "(default); global: the global views only")
+        scenes.add_argument("--dates", type=_dates, default=None, metavar="D,D,...",
+                            help="the rasters' dates (YYYY-MM-DD, in --scene order; default: from tags or file names)")
+        scenes.add_argument("--bounds", type=_bounds, default=None, metavar="L,B,R,T",
+                            help="the common grid's bounds (default: the first raster's), in its CRS or --bounds-crs")
+        scenes.add_argument("--bounds-crs", default=None, metavar="CRS", help="the CRS of --bounds, e.g. EPSG:4326")
+
+
+def _dates(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _bounds(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--bounds takes left,bottom,right,top numbers, got {text!r}") from error
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"--bounds takes 4 numbers (left,bottom,right,top), got {text!r}")
+    return values
 
 
 def scene_visuals(args: argparse.Namespace) -> list:
-    """``ask --scene``: the scene as global view + tile grid."""
+    """``ask --scene``: the scene as global view + tile grid; with ``--time-series`` the dated
+    rasters as time stacks."""
     from longllava.domains.remote_sensing.scene import open_scene
     from longllava.domains.remote_sensing.tiling import tile_scene
     from longllava.domains.remote_sensing.visuals import scene_input
 
-    with open_scene(args.scene) as scene:
+    if args.time_series:
+        return _time_series_visuals(args)
+    time_options = [flag for flag, value in (("--dates", args.dates), ("--bounds", args.bounds),
+                                             ("--bounds-crs", args.bounds_crs)) if value is not None]
+    if len(args.scene) > 1 or time_options:
+        raise InputError(f"{' '.join(time_options) or f'{len(args.scene)} --scene rasters'}: several dates of one "
+                         "area are read with --time-series; without it --scene takes one raster")
+    with open_scene(args.scene[0]) as scene:
         return [scene_input(tile_scene(scene, tile=args.tile, max_tiles=args.max_tiles))]
+
+
+def _time_series_visuals(args: argparse.Namespace) -> list:
+    from longllava.domains.remote_sensing.timeseries import open_time_series
+    from longllava.domains.remote_sensing.visuals import time_series_visuals
+
+    with open_time_series(args.scene, dates=args.dates, bounds=args.bounds, bounds_crs=args.bounds_crs) as series:
+        return time_series_visuals(series, args.time_series_mode, tile=args.tile, max_tiles=args.max_tiles)
 
 
 def _scene_tiles(args: argparse.Namespace) -> int:
