@@ -164,7 +164,7 @@ def test_pathology_grid_and_named_tiles(demo, monkeypatch):
         plain = np.asarray(picture.convert("RGB")).astype(int)
     assert plain.shape == (336, 336, 3)
     # only generation is replaced: the protocol, processor and app wiring run as they are
-    monkeypatch.setattr(demo.llava, "answer_prompts", lambda prompts, images, max_new_tokens: ["Brown staining in row 1 column 0."])
+    monkeypatch.setattr(demo.llava, "answer_prompts", lambda prompts, images, *generation: ["Brown staining in row 1 column 0."])
     chat, grid, _ = client.predict("Where is the staining?", [], 8, api_name="/ask_pathology")
     assert "names r1c0 (highlighted)" in demo.text(chat[1]) and "global view + 2 × 2 sub-images" in demo.text(chat[1])
     with Image.open(image_path(grid)) as picture:

@@ -49,7 +49,7 @@ def test_scene_upload_grid_geojson_and_answer_with_named_tiles(demo, monkeypatch
     assert cleared == "" and "based on the global view + 2 × 2 tiles of 336 px" in demo.text(chat[1])
 
     # only generation is replaced: protocol, processor and wiring run as they are
-    monkeypatch.setattr(demo.llava, "answer_prompts", lambda prompts, images, max_new_tokens: ["The ship is in row 1 column 0."])
+    monkeypatch.setattr(demo.llava, "answer_prompts", lambda prompts, images, *generation: ["The ship is in row 1 column 0."])
     chat, marked_view, named, _ = client.predict("Which tile contains the ship?", chat, 8, api_name="/ask")
     assert len(chat) == 4
     assert "sent with the first question; names r1c0 (highlighted, bounds below)" in demo.text(chat[3])
