@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from longllava.errors import InputError
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():
+        # Progress bars only on a terminal: in a log or a pipe they are pages of carriage returns.
+        # tqdm (also under transformers' weight loading and the Trainer) reads its defaults from
+        # TQDM_* variables; an explicit TQDM_DISABLE=0 keeps them.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         return int(args.func(args) or 0)
     except InputError as error:

@@ -8,8 +8,6 @@ the protocol and answers given by the model.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 from PIL import Image
 
@@ -27,10 +25,8 @@ from longllava.domains.medical.slices import ct_to_slices
 from longllava.domains.medical.visuals import ct_stack, pathology_input
 from longllava.domains.medical.windowing import DEFAULT_WINDOWS, WINDOW_PRESETS, render_slice
 from longllava.errors import InputError
+from longllava.examples import EXAMPLE_CT, EXAMPLE_PATHOLOGY
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-EXAMPLE_CT = FIXTURES / "ct" / "example_ct.nii.gz"
-EXAMPLE_PATHOLOGY = FIXTURES / "pathology" / "ihc_colon.png"
 
 RGB_WINDOWS = "RGB: lung + mediastinum + bone"
 CUSTOM_WINDOW = "custom W/L"

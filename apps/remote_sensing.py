@@ -25,8 +25,8 @@ from longllava.domains.remote_sensing.scene import open_scene
 from longllava.domains.remote_sensing.tiling import TileGrid, tile_scene, tile_to_geo
 from longllava.domains.remote_sensing.visuals import scene_input
 from longllava.errors import InputError
+from longllava.examples import EXAMPLE_SCENE
 
-EXAMPLE_SCENE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "scenes" / "RGB.byte.tif"
 NOTICE = (
     "**Research tool.** Answers come from an experimental model and may be wrong. Uploads are "
     "processed in a temporary folder of your session, removed when you close the page."
