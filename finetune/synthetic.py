@@ -28,7 +28,7 @@ SCENE_TILE_Q = "Which tile contains the ship? Answer with the row and column."
 SLICE_LESION_Q = "Is there a lesion in this slice? Answer yes or no."
 TILE_SHIP_Q = "Is there a ship in this tile? Answer yes or no."
 MARK_COLOUR_Q = "What colour is the square mark? Answer with one word."
-TASK_GROUPS = {  # question type -> reported group (targets: presence and needle >= 90%, counting >= 70%)
+TASK_GROUPS = {  # question type -> reported group (targets: presence and needle >= 90%)
     "ct_presence": "presence", "scene_presence": "presence",
     "ct_count": "counting", "scene_count": "counting",
     "ct_slice": "localisation", "scene_tile": "localisation",
