@@ -151,7 +151,7 @@ def build_default_model(
     out = Path(out_dir)
     spec = spec or SyntheticSpec(multi_turn=True)
     # 54 volumes and 54 scenes: 108 counting questions in fixed shares (half "0", 9 of each of 1-3
-    # per domain), so a 70% target is read to within ~5 points and cannot be met without counting
+    # per domain), so counting is read to within ~5 points and "0" or one fixed number scores exactly 2/3
     heldout = heldout or replace(spec, volumes=54, scenes=54, needles=40, seed=spec.seed + 1000, multi_turn=False,
                                  balanced_counts=True)
     start = time.perf_counter()
