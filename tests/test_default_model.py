@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from longllava.core.checkpoint import load_model
 from longllava.core.pipeline import LongLlava
 from longllava.finetune.default_model import D_STATE, TARGETS, build_default_model, ensure_default_model, evaluate_synthetic
 from longllava.finetune.synthetic import SyntheticSpec, default_haystack, generate_task_set
 from longllava.models import SYNTHETIC_DEFAULT
+from longllava.registry import load_model
 
 # The shipped build trained on seed 0 and reported on seed 1000; these questions are neither.
 HELD_OUT = SyntheticSpec(volumes=10, scenes=10, needles=20, seed=4242, balanced_counts=True)
