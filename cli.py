@@ -47,12 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     if not sys.stderr.isatty():
         # Progress bars only on a terminal: in a log or a pipe they are pages of carriage returns.
         # tqdm (also under transformers' weight loading and the Trainer) reads its defaults from
-        # TQDM_* variables; an explicit TQDM_DISABLE=0 keeps them.
+        # TQDM_* variables once, when it is imported: so before the sub-commands are (an explicit
+        # TQDM_DISABLE=0 keeps the bars).
         os.environ.setdefault("TQDM_DISABLE", "1")
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except InputError as error:

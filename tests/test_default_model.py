@@ -52,3 +52,20 @@ def test_recipe_rebuilds_the_default_model_to_the_shipped_targets(tmp_path):
     assert report["targets"] == {group: {"target": t["target"], "reached": True} for group, t in targets.items()}
     assert sorted(p.name for p in (tmp_path / "rebuilt" / "final").iterdir()) == sorted(
         p.name for p in SYNTHETIC_DEFAULT.iterdir())
+
+
+def test_ask_on_the_default_model_prints_the_answer_and_nothing_else(fixtures):
+    """`make run`'s command, as a user's shell runs it (not a terminal here): one JSON line on stdout
+    and an empty stderr (no progress bars, no library warnings)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "TQDM_DISABLE")}
+    done = subprocess.run([sys.executable, "-m", "longllava", "ask", "--ct", str(fixtures / "ct" / "example_ct.nii.gz"),
+                           "--max-slices", "8", "--question", "Is there a lesion in this CT? Answer yes or no.", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+    [line] = done.stdout.splitlines()
+    answer = json.loads(line)
+    assert answer["model"] == "default" and answer["answer"] in ("yes", "no") and answer["num_images"] == 8
