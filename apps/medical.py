@@ -319,7 +319,7 @@ def build_medical_app(model: ModelLoader, settings: DemoSettings, sessions: Sess
                     path_grid = gr.Image(label="sub-image grid (what the model sees)", type="pil", format="png", interactive=False,
                                          elem_id="pathology-grid")
 
-        clip_tab(llava, settings, store)
+        clip_tab(model, settings, store)
 
         # ----- wiring -------------------------------------------------------------------------
         ct_state = [window, custom, rule, rule_value]

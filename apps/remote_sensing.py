@@ -212,6 +212,6 @@ def build_remote_sensing_app(model: ModelLoader, settings: DemoSettings, session
         ask_button.click(**asked, api_name="ask")
         question.submit(**asked, api_visibility="private")
         clear.click(clear_chat, None, [chatbot, grid_view, named_table], api_visibility="private")
-        time_series_section(llava, settings, store)
+        time_series_section(model, settings, store)
         app.unload(end_session)
     return app
