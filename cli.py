@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from longllava.errors import InputError
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.stderr.isatty():
+        # Progress bars only on a terminal: in a log or a pipe they are pages of carriage returns.
+        # tqdm (also under transformers' weight loading and the Trainer) reads its defaults from
+        # TQDM_* variables once, when it is imported: so before the sub-commands are (an explicit
+        # TQDM_DISABLE=0 keeps the bars).
+        os.environ.setdefault("TQDM_DISABLE", "1")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -1,5 +1,5 @@
 """``ask`` and ``info``: the commands that take any model name, so they live above ``finetune``
-(the registry builds the ``default`` model on first use).
+(the registry resolves model names such as ``default``).
 
 ``ask`` is registered first; the layers below add their inputs to it in their own ``register()``
 (:func:`longllava.core.cli.ask_inputs`): images, stacks and high-res images from the core,

@@ -1,7 +1,7 @@
 """The model registry: what a ``--model`` name means.
 
-A model is named by ``default`` (the embedded synthetic-task model, trained by
-:mod:`longllava.finetune.default_model` on first use), a preset (``tiny-random``,
+A model is named by ``default`` (the synthetic-task model built by
+:mod:`longllava.finetune.default_model`, shipped with the package), a preset (``tiny-random``,
 ``longllava-9b``, ``longllava-a13b``: seeded random weights) or a checkpoint folder. Core's
 :func:`~longllava.core.checkpoint.load_model` knows presets and folders only; ``default`` is
 resolved here, above ``finetune``, so that core never imports upward.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 from longllava.errors import InputError
 
-DEFAULT_MODEL = "default"  # the embedded synthetic-task model, built on first use
+DEFAULT_MODEL = "default"  # the synthetic-task model shipped with the package
 
 
 def resolve_model(spec: str | Path) -> str | Path:
-    """The preset name or checkpoint folder that ``spec`` stands for (``default`` is built once)."""
+    """The preset name or checkpoint folder that ``spec`` stands for (``default``: the shipped folder)."""
     from longllava.core.configuration import PRESETS  # lazily: transformers is slow to import
 
     if str(spec) == DEFAULT_MODEL:

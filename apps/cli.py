@@ -36,22 +36,22 @@ def settings_from_args(args: argparse.Namespace):
                         concurrency=args.concurrency, share=args.share)
 
 
-def build_app(name: str, llava, settings):
-    """The named demo's Blocks over a loaded model."""
+def build_app(name: str, model, settings):
+    """The named demo's Blocks over a model (an :class:`~longllava.apps.serving.ModelLoader`)."""
     if name == "medical":
         from longllava.apps.medical import build_medical_app
 
-        return build_medical_app(llava, settings)
+        return build_medical_app(model, settings)
     from longllava.apps.remote_sensing import build_remote_sensing_app
 
-    return build_remote_sensing_app(llava, settings)
+    return build_remote_sensing_app(model, settings)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from longllava.apps.serving import launch
+    from longllava.apps.serving import ModelLoader, launch
 
     settings = settings_from_args(args)
-    print(f"loading model {args.model} ...", flush=True)
-    llava = load_from_args(args)
-    launch(build_app(args.app, llava, settings), settings, block=True)
+    # the page is served at once; the model loads meanwhile (the page says so until it is ready)
+    model = ModelLoader(lambda: load_from_args(args), str(args.model))
+    launch(build_app(args.app, model, settings), settings, block=True)
     return 0

@@ -14,7 +14,7 @@ import gradio as gr
 
 from longllava.apps.chat import Conversation
 from longllava.apps.panels import chat_panel
-from longllava.apps.serving import shown_errors
+from longllava.apps.serving import ModelLoader, shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
@@ -57,9 +57,8 @@ def _clip(session: Session) -> Clip:
     return clip
 
 
-def clip_tab(llava, settings: DemoSettings, store: SessionStore) -> None:
+def clip_tab(model: ModelLoader, settings: DemoSettings, store: SessionStore) -> None:
     """Build the tab inside the caller's ``gr.Blocks`` (and its events)."""
-    tokens_per_image = llava.processor.image_seq_length
 
     def open_clip(session: Session, source, name: str, fps, max_frames, progress):
         """Read and show the clip; the session takes it (and a new conversation) only if that works."""
@@ -70,7 +69,7 @@ def clip_tab(llava, settings: DemoSettings, store: SessionStore) -> None:
         session.replace("clip", clip)
         session.data["clip_source"] = (source, name)
         session.replace("clip_chat", None)
-        return (clip_info(clip, name, tokens_per_image),
+        return (clip_info(clip, name, model.get(progress).processor.image_seq_length),
                 gr.Image(value=clip.frames[0].image, label=_frame_label(clip, 0)),
                 gr.Slider(minimum=0, maximum=len(clip.frames) - 1, value=0, step=1, interactive=True),
                 [], [])
@@ -110,7 +109,7 @@ def clip_tab(llava, settings: DemoSettings, store: SessionStore) -> None:
                 session.data["clip_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the frames and generating" if first else "generating")
-            answer = chat.ask(llava, question, int(max_new_tokens))
+            answer = chat.ask(model.get(progress), question, int(max_new_tokens))
             rows = frame_rows(chat.trace)
             footnote = (f"based on {len(rows)} frames at {rows[0][2]:g} to {rows[-1][2]:g} s"
                         + ("" if first else ", sent with the first question")

@@ -8,8 +8,6 @@ the protocol and answers given by the model.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 from PIL import Image
 
@@ -17,7 +15,7 @@ from longllava.apps.answers import describe_slices, grid_footnote, slice_rows, t
 from longllava.apps.chat import Conversation
 from longllava.apps.clips import clip_tab
 from longllava.apps.overlay import draw_grid, mosaic
-from longllava.apps.serving import CACHE_CLEANUP, RESEARCH_NOTICE, shown_errors
+from longllava.apps.serving import CACHE_CLEANUP, RESEARCH_NOTICE, ModelLoader, model_status, shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
@@ -27,10 +25,8 @@ from longllava.domains.medical.slices import ct_to_slices
 from longllava.domains.medical.visuals import ct_stack, pathology_input
 from longllava.domains.medical.windowing import DEFAULT_WINDOWS, WINDOW_PRESETS, render_slice
 from longllava.errors import InputError
+from longllava.examples import EXAMPLE_CT, EXAMPLE_PATHOLOGY
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-EXAMPLE_CT = FIXTURES / "ct" / "example_ct.nii.gz"
-EXAMPLE_PATHOLOGY = FIXTURES / "pathology" / "ihc_colon.png"
 
 RGB_WINDOWS = "RGB: lung + mediastinum + bone"
 CUSTOM_WINDOW = "custom W/L"
@@ -94,10 +90,13 @@ def _assistant_message(text: str, footnote: str) -> dict:
     return {"role": "assistant", "content": f"{text}\n\n*{footnote}*"}
 
 
-def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | None = None) -> gr.Blocks:
-    """The CT and pathology tabs over a loaded :class:`~longllava.core.pipeline.LongLlava`."""
+def build_medical_app(model: ModelLoader, settings: DemoSettings, sessions: SessionStore | None = None) -> gr.Blocks:
+    """The CT and pathology tabs over a :class:`~longllava.core.pipeline.LongLlava` that ``model``
+    loads (the page is up before it is)."""
     store = sessions if sessions is not None else SessionStore("medical")
-    tokens_per_image = llava.processor.image_seq_length
+
+    def tokens_per_image() -> int:
+        return model.get().processor.image_seq_length
 
     # ----- CT ---------------------------------------------------------------------------------
 
@@ -124,7 +123,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
         chosen = ct_to_slices(volume, windows=windows, **_selection(rule, value))
         return (
             f"**{len(chosen)} of {volume.shape[0]} slices** go to the model "
-            f"({len(chosen) * tokens_per_image:,} image tokens, windows "
+            f"({len(chosen) * tokens_per_image():,} image tokens, windows "
             f"{' / '.join(w.label for w in chosen.windows)}): z index {chosen.indices[0]} to {chosen.indices[-1]}."
         )
 
@@ -174,7 +173,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                 session.data["ct_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the slices and generating" if first else "generating")
-            answer = chat.ask(llava, question, int(max_new_tokens))
+            answer = chat.ask(model.get(progress), question, int(max_new_tokens))
             footnote = f"based on {describe_slices(chat.trace)}" + ("" if first else ", sent with the first question")
             footnote += f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s"
             messages = [*(history or []), {"role": "user", "content": question}, _assistant_message(answer.text, footnote)]
@@ -204,7 +203,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
             f"**{name}**: {width} × {height} px"
             + (f", read at 1/{downsample} to fit {int(max_tiles)} sub-images" if downsample > 1 else "")
             + f" → global view + {part.rows} × {part.cols} sub-images of {tile} px = {images} images "
-            f"({images * tokens_per_image:,} image tokens). White is padding."
+            f"({images * tokens_per_image():,} image tokens). White is padding."
         )
         return draw_grid(picture, boxes), info, []
 
@@ -243,7 +242,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                 session.data["pathology_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the sub-images and generating" if first else "generating")
-            answer = chat.ask(llava, question, int(max_new_tokens))
+            answer = chat.ask(model.get(progress), question, int(max_new_tokens))
             named = tiles_named(answer.text, part.rows, part.cols)
             footnote = grid_footnote(answer, part.rows, part.cols, "sub-images", first, named)
             messages = [*(history or []), {"role": "user", "content": question}, _assistant_message(answer.text, footnote)]
@@ -263,6 +262,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
     with gr.Blocks(title="LongLLaVA: CT and pathology", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown("# LongLLaVA: CT and pathology questions")
         gr.Markdown(RESEARCH_NOTICE, elem_id="research-notice")
+        model_status(model, app)
         with gr.Tab("CT", id="ct"):
             with gr.Row():
                 with gr.Column(scale=2):
@@ -319,7 +319,7 @@ def build_medical_app(llava, settings: DemoSettings, sessions: SessionStore | No
                     path_grid = gr.Image(label="sub-image grid (what the model sees)", type="pil", format="png", interactive=False,
                                          elem_id="pathology-grid")
 
-        clip_tab(llava, settings, store)
+        clip_tab(model, settings, store)
 
         # ----- wiring -------------------------------------------------------------------------
         ct_state = [window, custom, rule, rule_value]

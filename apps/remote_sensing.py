@@ -16,7 +16,7 @@ import gradio as gr
 from longllava.apps.answers import grid_footnote, tiles_named
 from longllava.apps.chat import Conversation
 from longllava.apps.overlay import draw_grid, window_boxes
-from longllava.apps.serving import CACHE_CLEANUP, shown_errors
+from longllava.apps.serving import CACHE_CLEANUP, ModelLoader, model_status, shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.time_series import time_series_section
@@ -25,8 +25,8 @@ from longllava.domains.remote_sensing.scene import open_scene
 from longllava.domains.remote_sensing.tiling import TileGrid, tile_scene, tile_to_geo
 from longllava.domains.remote_sensing.visuals import scene_input
 from longllava.errors import InputError
+from longllava.examples import EXAMPLE_SCENE
 
-EXAMPLE_SCENE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "scenes" / "RGB.byte.tif"
 NOTICE = (
     "**Research tool.** Answers come from an experimental model and may be wrong. Uploads are "
     "processed in a temporary folder of your session, removed when you close the page."
@@ -71,10 +71,10 @@ def _grid_info(grid: TileGrid, name: str, tokens_per_image: int) -> str:
     )
 
 
-def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionStore | None = None) -> gr.Blocks:
-    """The scene demo over a loaded :class:`~longllava.core.pipeline.LongLlava`."""
+def build_remote_sensing_app(model: ModelLoader, settings: DemoSettings, sessions: SessionStore | None = None) -> gr.Blocks:
+    """The scene demo over a :class:`~longllava.core.pipeline.LongLlava` that ``model`` loads (the
+    page is up before it is)."""
     store = sessions if sessions is not None else SessionStore("remote-sensing")
-    tokens_per_image = llava.processor.image_seq_length
 
     def open_grid(session: Session, path: Path | None, name: str | None, tile, max_tiles, bands, progress):
         """Open and tile the scene at ``path``; the session takes it (and a new conversation) only if that works."""
@@ -103,7 +103,7 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
         session.replace("scene", scene)
         session.data.update(scene_path=path, scene_name=name, grid=(grid, thumbnail, boxes))
         session.replace("scene_chat", None)
-        info = _grid_info(grid, name, tokens_per_image)
+        info = _grid_info(grid, name, model.get(progress).processor.image_seq_length)
         return draw_grid(thumbnail, boxes), info, _tile_rows(grid, cells), str(geojson), [], []
 
     def load_upload(file, tile, max_tiles, bands, request: gr.Request, progress=gr.Progress()):
@@ -143,7 +143,7 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
                 session.data["scene_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the tiles and generating" if first else "generating")
-            answer = chat.ask(llava, question, int(max_new_tokens))
+            answer = chat.ask(model.get(progress), question, int(max_new_tokens))
             named = tiles_named(answer.text, grid.rows, grid.cols)
             footnote = grid_footnote(answer, grid.rows, grid.cols, f"tiles of {grid.tile} px", first, named,
                                      "highlighted, bounds below")
@@ -163,6 +163,7 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
     with gr.Blocks(title="LongLLaVA: large scenes", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown("# LongLLaVA: questions about large remote-sensing scenes")
         gr.Markdown(NOTICE, elem_id="research-notice")
+        model_status(model, app)
         with gr.Row():
             with gr.Column(scale=2):
                 scene_file = gr.File(label="scene: GeoTIFF / COG (or any GDAL raster)", file_count="single",
@@ -211,6 +212,6 @@ def build_remote_sensing_app(llava, settings: DemoSettings, sessions: SessionSto
         ask_button.click(**asked, api_name="ask")
         question.submit(**asked, api_visibility="private")
         clear.click(clear_chat, None, [chatbot, grid_view, named_table], api_visibility="private")
-        time_series_section(llava, settings, store)
+        time_series_section(model, settings, store)
         app.unload(end_session)
     return app

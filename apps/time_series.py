@@ -18,7 +18,7 @@ from longllava.apps.answers import tiles_named
 from longllava.apps.chat import Conversation
 from longllava.apps.overlay import draw_grid, window_boxes
 from longllava.apps.panels import chat_panel
-from longllava.apps.serving import shown_errors
+from longllava.apps.serving import ModelLoader, shown_errors
 from longllava.apps.sessions import Session, SessionStore
 from longllava.apps.settings import DemoSettings
 from longllava.apps.uploads import accept_upload
@@ -55,9 +55,8 @@ def series_info(series: TimeSeries, cells: int, mode: str, tokens_per_image: int
             f"{images} images ({images * tokens_per_image:,} image tokens).")
 
 
-def time_series_section(llava, settings: DemoSettings, store: SessionStore) -> None:
+def time_series_section(model: ModelLoader, settings: DemoSettings, store: SessionStore) -> None:
     """Build the section inside the caller's ``gr.Blocks`` (and its events)."""
-    tokens_per_image = llava.processor.image_seq_length
 
     def _series(session: Session) -> TimeSeries:
         series = session.data.get("series")
@@ -94,7 +93,7 @@ def time_series_section(llava, settings: DemoSettings, store: SessionStore) -> N
         session.replace("series_chat", None)
         gallery = [(view, date) for view, date in zip(views, series.dates)]
         cells = 0 if grid is None else len(grid.tiles)
-        return (series_info(series, cells, MODES[mode], tokens_per_image), gallery, _view(session, 0),
+        return (series_info(series, cells, MODES[mode], model.get(progress).processor.image_seq_length), gallery, _view(session, 0),
                 gr.Slider(minimum=0, maximum=len(series.dates) - 1, value=0, step=1, interactive=True,
                           label=f"date ({series.dates[0]} to {series.dates[-1]})"), [], [])
 
@@ -131,7 +130,7 @@ def time_series_section(llava, settings: DemoSettings, store: SessionStore) -> N
                 session.data["series_chat"] = chat
             first = chat.turns == 0
             progress(0.3, desc="encoding the dates and generating" if first else "generating")
-            answer = chat.ask(llava, question, int(max_new_tokens))
+            answer = chat.ask(model.get(progress), question, int(max_new_tokens))
             grid, _ = session.data["series_grid"]
             named = tiles_named(answer.text, grid.rows, grid.cols) if grid is not None else []
             footnote = (f"based on {len(series.dates)} dates" + ("" if first else ", sent with the first question")

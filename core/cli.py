@@ -38,8 +38,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     images = ask_inputs(commands, "images", ("--image", "--stack", "--highres"), image_visuals)
     if images is not None:
-        images.add_argument("--image", nargs="+", default=[], metavar="P", help="single images, one <img> block each")
-        images.add_argument("--stack", nargs="+", default=[], metavar="P", help="ordered images (or one directory) as <vid> frames")
+        # "extend": a repeated flag adds to the earlier ones (--image a.png --image b.png is two images)
+        images.add_argument("--image", nargs="+", action="extend", default=[], metavar="P",
+                            help="single images, one <img> block each")
+        images.add_argument("--stack", nargs="+", action="extend", default=[], metavar="P",
+                            help="ordered images (or one directory) as <vid> frames")
         images.add_argument("--highres", metavar="P", help="a large image as global view + grid of sub-images")
         images.add_argument("--tile", type=int, default=336, help="sub-image size for --highres (168 or 336) and --scene")
 

@@ -10,6 +10,7 @@ import sys
 
 from longllava.core.cli import add_model_args
 from longllava.eval.benchmarks import BENCHMARKS
+from longllava.examples import EXAMPLE_CT
 
 
 def _floats(text: str) -> list[float]:
@@ -26,9 +27,9 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
-def _add_run_args(parser: argparse.ArgumentParser, data_help: str) -> None:
+def _add_run_args(parser: argparse.ArgumentParser, data_help: str, data_default: str | None = None) -> None:
     add_model_args(parser)
-    parser.add_argument("--data", required=True, metavar="PATH", help=data_help)
+    parser.add_argument("--data", required=data_default is None, default=data_default, metavar="PATH", help=data_help)
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder: predictions.jsonl (resumed when present), run.json, "
                         "results")
@@ -79,7 +80,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         description="Insert a coloured-square needle at each depth among N haystack images (the "
         "slices of a CT volume, or the tiles of a scene), ask for its colour, and write vniah.json "
         "and vniah_heatmap.png (accuracy over N and depth).")
-    _add_run_args(vniah, "a CT volume (NIfTI, DICOM folder / zip) or a scene raster (GeoTIFF ...)")
+    _add_run_args(vniah, "a CT volume (NIfTI, DICOM folder / zip) or a scene raster (GeoTIFF ...); "
+                  "default: the package's example CT (112 real slices)", str(EXAMPLE_CT))
     vniah.add_argument("--haystack", choices=("auto", "ct", "scene"), default="auto",
                        help="what --data is (default: CT for NIfTI / DICOM, else a scene)")
     vniah.add_argument("--lengths", type=_ints, default="1,10,50,100,200,500,1000", metavar="N,..",

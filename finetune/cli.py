@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -30,6 +31,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     parser.add_argument("--skip-bad", action="store_true", help="collect malformed records into a report instead of failing")
     parser.add_argument("--num-workers", type=int, default=0, help="dataloader workers (images are decoded there)")
     parser.add_argument("--tensorboard", action="store_true")
+    parser.add_argument("--keep-build-files", action="store_true",
+                        help="synthetic-default: keep the generated task data (~830 MB) and the intermediate "
+                        "checkpoints, which a successful build removes")
     parser.set_defaults(func=_finetune)
 
 
@@ -49,8 +53,10 @@ def _finetune(args: argparse.Namespace) -> int:
     if recipe.data_format == "synthetic":
         from longllava.finetune.default_model import build_default_model
 
-        report = build_default_model(args.out, max_steps=args.max_steps, resume=args.resume, epochs=args.epochs)
+        report = build_default_model(args.out, max_steps=args.max_steps, resume=args.resume, epochs=args.epochs,
+                                     keep_intermediate=args.keep_build_files)
         print(json.dumps(report, indent=2))
+        print(f"the model and its report.json: {args.out / 'final'} (--model {args.out / 'final'})", file=sys.stderr)
         return 0
 
     from longllava.finetune.train import TrainOptions, train

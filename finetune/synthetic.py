@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from longllava.eval.needles import insert_needle
+from longllava.examples import EXAMPLE_CT, EXAMPLE_SCENE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ SCENE_TILE_Q = "Which tile contains the ship? Answer with the row and column."
 SLICE_LESION_Q = "Is there a lesion in this slice? Answer yes or no."
 TILE_SHIP_Q = "Is there a ship in this tile? Answer yes or no."
 MARK_COLOUR_Q = "What colour is the square mark? Answer with one word."
-TASK_GROUPS = {  # question type -> reported group (targets: presence and needle >= 90%, counting >= 70%)
+TASK_GROUPS = {  # question type -> reported group (targets: presence and needle >= 90%)
     "ct_presence": "presence", "scene_presence": "presence",
     "ct_count": "counting", "scene_count": "counting",
     "ct_slice": "localisation", "scene_tile": "localisation",
@@ -329,19 +330,16 @@ def single_image_records(records: Sequence[Any]) -> list:
     return out
 
 
-def default_haystack(fixtures_dir, count: int = 48) -> list[Image.Image]:
+def default_haystack(count: int = 48) -> list[Image.Image]:
     """Haystack images for needles: real CT slices (TotalSegmentator example volume) and real
-    Landsat tiles (rasterio's RGB.byte.tif), both shipped with the repository's fixtures."""
-    from pathlib import Path
-
+    Landsat tiles (rasterio's RGB.byte.tif), both shipped as package data (``longllava.examples``)."""
     from longllava.domains.medical.ct import load_ct
     from longllava.domains.medical.slices import ct_to_slices
     from longllava.domains.remote_sensing.scene import open_scene
     from longllava.domains.remote_sensing.tiling import tile_scene
 
-    fixtures = Path(fixtures_dir)
-    ct = load_ct(fixtures / "ct" / "example_ct.nii.gz")
+    ct = load_ct(EXAMPLE_CT)
     images = [s.image for s in ct_to_slices(ct, num_slices=count // 2)]
-    with open_scene(fixtures / "scenes" / "RGB.byte.tif") as scene:
+    with open_scene(EXAMPLE_SCENE) as scene:
         images += [t.image() for t in tile_scene(scene, tile=168).tiles[: count - len(images)]]
     return images

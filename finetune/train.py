@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,6 +28,11 @@ from longllava.core.records import Record
 from longllava.errors import InputError
 from longllava.finetune.data import LengthGroupedSampler, PackedDataset, SampleEncoder, make_collate
 from longllava.finetune.recipes import LoraSettings, Recipe
+
+# transformers renamed TrainingArguments' gradient_checkpointing* to activation_checkpointing* after
+# 5.20 (the floor in pyproject, which knows only the old names) and warns on the old ones
+warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning,
+                        module="transformers.training_args")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -261,6 +267,10 @@ def train(
     model.train()
 
     on_cpu = not torch.cuda.is_available()
+    if on_cpu:
+        # accelerate imports DeepSpeed (when installed) to unwrap models even if it is not used;
+        # named here, DeepSpeed does not warn that it detected no accelerator
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     accelerator_config = configure_cpu_deepspeed() if on_cpu and options.deepspeed else None
     args = TrainingArguments(
         output_dir=str(out),

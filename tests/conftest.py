@@ -35,7 +35,7 @@ def serve_demo(tiny):
     from contextlib import contextmanager
     from types import SimpleNamespace
 
-    from longllava.apps.serving import launch
+    from longllava.apps.serving import ModelLoader, launch
     from longllava.apps.sessions import SessionStore
     from longllava.apps.settings import DemoSettings
     from longllava.core.pipeline import LongLlava
@@ -53,7 +53,7 @@ def serve_demo(tiny):
             port = probe.getsockname()[1]
         store = SessionStore(name)
         settings = DemoSettings(port=port, max_upload_mb=max_upload_mb)
-        app = build(llava, settings, sessions=store)
+        app = build(ModelLoader(lambda: llava, "tiny-random"), settings, sessions=store)
         try:
             yield SimpleNamespace(app=app, store=store, url=launch(app, settings, block=False), llava=llava, text=text)
         finally:

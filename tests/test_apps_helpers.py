@@ -146,6 +146,33 @@ def test_conversation_sends_images_with_the_first_turn_only(tiny):
     assert second.num_prompt_tokens > first.num_prompt_tokens
 
 
+def test_model_loader_reports_loading_then_gives_the_model_or_the_reason():
+    import threading
+
+    from longllava.apps.serving import ModelLoader
+
+    gate = threading.Event()
+    loader = ModelLoader(lambda: gate.wait(10) and "the model", "slow")
+    assert not loader.ready and loader.status() == "⏳ loading the model (slow) ..."
+    seen = []
+    waiter = threading.Thread(target=lambda: seen.append(loader.get(lambda fraction, desc: seen.append(desc))))
+    waiter.start()
+    time.sleep(0.3)
+    assert seen == ["loading the model ..."]  # the handler waits, showing why
+    gate.set()
+    waiter.join(timeout=5)
+    assert seen == ["loading the model ...", "the model"] and loader.status() == "model: slow"
+    assert loader.get() == "the model"
+
+    def missing():
+        raise InputError("/nowhere is not a checkpoint directory")
+
+    broken = ModelLoader(missing, "/nowhere")
+    with pytest.raises(InputError, match=r"the model \(/nowhere\) could not be loaded: /nowhere is not a checkpoint"):
+        broken.get()
+    assert broken.status() == "**The model (/nowhere) could not be loaded**: /nowhere is not a checkpoint directory"
+
+
 def test_demo_cli_defaults_and_validation(capsys):
     from longllava.apps.cli import settings_from_args
     from longllava.cli import build_parser, main

@@ -171,3 +171,43 @@ def test_pathology_grid_and_named_tiles(demo, monkeypatch):
         marked = np.asarray(picture.convert("RGB")).astype(int)
     assert (marked[310, 25] != plain[310, 25]).any()  # inside r1c0 (x 0-167, y 168-335)
     assert (marked[25, 310] == plain[25, 310]).all()  # inside r0c1
+
+
+def test_page_is_served_while_the_model_loads(tiny):
+    """The page comes up before the model is loaded and says so; once it is, the status line says
+    which model answers and the handlers use it."""
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from longllava.apps.serving import ModelLoader, launch
+    from longllava.apps.sessions import SessionStore
+    from longllava.apps.settings import DemoSettings
+    from longllava.core.pipeline import LongLlava
+
+    gate = threading.Event()
+    model = ModelLoader(lambda: gate.wait(60) and LongLlava(*tiny), "gated")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store, settings = SessionStore("medical-loading-test"), DemoSettings(port=port, max_upload_mb=UPLOAD_MB)
+    app = build_medical_app(model, settings, sessions=store)
+    try:
+        url = launch(app, settings, block=False)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200 and response.read().decode().startswith("<!doctype html>")
+        client = Client(url, verbose=False)
+        status, _ = client.predict(api_name="/model_status")
+        assert status == "⏳ loading the model (gated) ..." and not model.ready
+        gate.set()
+        deadline = time.monotonic() + 30
+        while status != "model: gated" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, _ = client.predict(api_name="/model_status")
+        assert status == "model: gated"
+        info, *_, selection, _, _ = client.predict(*RGB, "exactly N slices", 2, api_name="/load_example_ct")
+        assert "**2 of 112 slices** go to the model (288 image tokens" in selection
+    finally:
+        app.close()
+        store.close_all()

@@ -32,6 +32,22 @@ def test_ask_stack_directory_and_highres(capsys, fixtures, tmp_path):
     assert out["num_images"] == 1 + 16
 
 
+def test_repeated_image_and_stack_flags_accumulate(capsys, fixtures, tmp_path):
+    """``--image a --image b`` asks about both (a repeated flag once replaced the earlier one)."""
+    pathology = str(fixtures / "pathology" / "ihc_colon.png")
+    Image.open(pathology).rotate(90).save(tmp_path / "rotated.png")
+    out = ask_json(capsys, "--image", pathology, "--image", str(tmp_path / "rotated.png"), "--question", "Same?")
+    assert out["num_images"] == 2 and out["num_image_tokens"] == 2 * 144
+    out = ask_json(capsys, "--image", pathology, str(tmp_path / "rotated.png"), "--image", pathology, "--question", "?")
+    assert out["num_images"] == 3
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.open(pathology).rotate(45 * i).save(frames / f"frame_{i}.png")
+    out = ask_json(capsys, "--stack", str(frames), "--stack", str(tmp_path / "rotated.png"), "--question", "Changes?")
+    assert out["num_images"] == 3 and [t["frame"] for t in out["used"]] == [0, 1, 2]
+
+
 def test_ask_about_real_ct_volumes_and_a_real_scene(capsys, fixtures):
     out = ask_json(capsys, "--ct", str(fixtures / "ct" / "example_ct.nii.gz"), "--max-slices", "8", "--question", "Lesion?")
     assert out["num_images"] == 8 and out["num_image_tokens"] == 8 * 144

@@ -111,3 +111,14 @@ def test_vniah_cli_on_a_real_ct_writes_heatmap_json_and_predictions(tmp_path, ca
     grid = [[100.0 * needle_found(r["text"], r["colour"]) for r in records[k::2]] for k in (0, 1)]
     assert results["accuracy"] == grid
     assert (out / "vniah_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vniah_cli_haystack_defaults_to_the_package_example_ct():
+    from longllava.cli import build_parser
+    from longllava.examples import EXAMPLE_CT
+
+    args = build_parser().parse_args(["eval", "vniah", "--out", "runs/v"])
+    assert Path(args.data) == EXAMPLE_CT and EXAMPLE_CT.resolve() == CT.resolve()  # the fixture links to it
+    assert build_parser().parse_args(["eval", "vniah", "--out", "o", "--data", str(SCENE)]).data == str(SCENE)
+    with pytest.raises(SystemExit):  # the benchmarks still need their data
+        build_parser().parse_args(["eval", "vqa-rad", "--out", "o"])

@@ -1,5 +1,5 @@
 """Model names: core knows presets and checkpoint folders; the top-level registry also knows
-``default`` (the embedded model, built by finetune on first use; here an already-built one)."""
+``default`` (the synthetic-task model shipped with the package)."""
 
 import json
 
@@ -7,32 +7,31 @@ import pytest
 import torch
 
 from longllava.cli import main
-from longllava.core.checkpoint import build_preset, load_model, save_model
+from longllava.core.checkpoint import load_model
 from longllava.core.pipeline import LongLlava
 from longllava.errors import InputError
+from longllava.models import SYNTHETIC_DEFAULT
 from longllava.registry import load_llava, model_info, resolve_model
 
 
-@pytest.fixture
-def built_default(tmp_path, monkeypatch):
-    """A LONGLLAVA_HOME whose default model is already built (the tiny-random weights)."""
-    monkeypatch.setenv("LONGLLAVA_HOME", str(tmp_path / "home"))
-    final = tmp_path / "home" / "models" / "synthetic-default" / "final"
-    save_model(*build_preset("tiny-random"), final)
-    return final
-
-
-def test_default_resolves_to_the_built_model_and_loads(built_default):
-    assert resolve_model("default") == built_default
+def test_default_resolves_to_the_shipped_model_and_loads():
+    assert resolve_model("default") == SYNTHETIC_DEFAULT
     llava = load_llava("default")
-    reference, _ = build_preset("tiny-random")
+    reference, _ = load_model(SYNTHETIC_DEFAULT)
     for (name, value), expected in zip(llava.model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(value, expected), name
     assert model_info("default")["model"] == "default"
-    assert model_info("default")["num_layers"] == model_info("tiny-random")["num_layers"]
+    assert model_info("default")["num_layers"] == model_info(str(SYNTHETIC_DEFAULT))["num_layers"]
 
 
-def test_info_and_ask_take_default(built_default, capsys, fixtures):
+def test_a_missing_shipped_model_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("longllava.finetune.default_model.SYNTHETIC_DEFAULT", tmp_path / "synthetic-default")
+    with pytest.raises(InputError, match="the default model is missing from this installation .* rebuild it with "
+                                         "`longllava finetune --recipe synthetic-default --out DIR`"):
+        resolve_model("default")
+
+
+def test_info_and_ask_take_default(capsys, fixtures):
     assert main(["info", "--model", "default", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "default"
     assert main(["ask", "--image", str(fixtures / "pathology" / "ihc_colon.png"), "--question", "?",

@@ -61,3 +61,10 @@ def test_bench_scene_small(tmp_path, capsys):
     assert report["tiles_per_s"] > 0 and report["floor_tiles_per_s"] > 0 and report["peak_rss_mb"] > 0
     assert 0.49 < report["valid_fraction"] < 0.51  # the diamond footprint covers half the scene
     assert not list(tmp_path.iterdir())  # the generated scene is removed
+
+
+def test_ask_repeated_scene_flags_accumulate(capsys):
+    """``--scene a --scene b`` is two rasters (once the second replaced the first): without
+    --time-series that is the clear error, not an answer about b alone."""
+    assert main(["ask", "--model", "tiny-random", "--scene", str(LANDSAT), "--scene", str(LANDSAT), "--question", "?"]) == 2
+    assert "2 --scene rasters: several dates of one area are read with --time-series" in capsys.readouterr().err

@@ -41,7 +41,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     clips = ask_inputs(commands, "clips (videos, cine DICOM)", ("--video",), clip_visuals)
     if clips is not None:
-        clips.add_argument("--video", nargs="+", metavar="PATH",
+        clips.add_argument("--video", nargs="+", action="extend", metavar="PATH",  # repeated: more files
                            help="a video (MP4, MOV, MKV, WebM, AVI, ...), a cine DICOM file (US, echo, XA, cine MR), or "
                            "the files / folder / .zip of a cine series, as one ordered stack of <vid> frames")
         clips.add_argument("--fps", type=float, default=1.0, help="frames sent per second of the clip (default 1, the paper's)")

@@ -35,7 +35,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     scenes = ask_inputs(commands, "scenes", ("--scene",), scene_visuals)
     if scenes is not None:
-        scenes.add_argument("--scene", nargs="+", metavar="PATH",
+        scenes.add_argument("--scene", nargs="+", action="extend", metavar="PATH",  # repeated: more rasters
                             help="a GeoTIFF / raster scene as global view + tile grid (tiles of --tile px); with "
                             "--time-series, rasters of one area on several dates (files or a folder)")
         scenes.add_argument("--max-tiles", type=int, default=64, help="scene tiles at most (coarser level beyond)")
