@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -322,10 +323,13 @@ def test_two_process_cpu_deepspeed_zero3_run_completes_with_an_idle_expert(tmp_p
 
     save_model(model, tokenizer, tmp_path / "start")
     data = write_llava_data(fixtures, tmp_path / "data", n=4)
+    with socket.socket() as probe:  # a free port: a fixed one fails while another run holds it
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     env = {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "longllava" / "torch_extensions"),
            "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "longllava",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m", "longllava",
          "finetune", "--recipe", "stage2", "--deepspeed", "zero3", "--model", str(tmp_path / "start"), "--data", str(data),
          "--out", str(tmp_path / "run"), "--max-steps", "2", "--max-length", "1024", "--lr", "1e-3"],
         capture_output=True, text=True, env={**os.environ, **env}, timeout=600,
