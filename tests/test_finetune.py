@@ -326,7 +326,9 @@ def test_two_process_cpu_deepspeed_zero3_run_completes_with_an_idle_expert(tmp_p
     with socket.socket() as probe:  # a free port: a fixed one fails while another run holds it
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
-    env = {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "longllava" / "torch_extensions"),
+    # DeepSpeed builds its CPU shm op per run: a shared extensions folder kept the lock file of a
+    # killed build, and every later run waited on it forever.
+    env = {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions"),
            "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m", "longllava",
