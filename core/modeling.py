@@ -22,6 +22,7 @@ from transformers.activations import ACT2FN
 
 from longllava.core.attention import CHUNKED_SDPA
 from longllava.core.configuration import LongLlavaConfig
+from longllava.core.decode import StaticDecoder
 from longllava.core.mamba import init_time_steps, make_stateful
 from longllava.errors import InputError
 
@@ -208,14 +209,24 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
         max_new_tokens: int = 64,
         eos_token_id: int | None = None,
         chunk_size: int | None = None,
+        static_cache: bool | None = None,
     ) -> torch.Tensor:
         """Greedy decoding after a chunked prefill. Batches must be left-padded. Returns the new
-        tokens (B, <= max_new_tokens); finished rows are filled with the pad id."""
+        tokens (B, <= max_new_tokens); finished rows are filled with the pad id. ``static_cache``:
+        decode over preallocated buffers (:class:`~longllava.core.decode.StaticDecoder`, the step
+        replayed as a CUDA graph on CUDA); default on CUDA."""
         eos = self.config.text_config.eos_token_id if eos_token_id is None else eos_token_id
         pad = self.config.text_config.pad_token_id or 0
         if attention_mask is None:
             attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
-        cache, logits = self.prefill(input_ids, pixel_values, attention_mask, chunk_size)
+        # --- StaticDecoder wiring (issue 19; belongs in the generation loop of core/generation.py) ---
+        decoder = None
+        if input_ids.is_cuda if static_cache is None else static_cache:
+            decoder = StaticDecoder(self, input_ids.shape[0], input_ids.shape[1] + max_new_tokens, input_ids.device)
+            logits = decoder.prefill(input_ids, pixel_values, attention_mask, chunk_size)
+        else:
+            cache, logits = self.prefill(input_ids, pixel_values, attention_mask, chunk_size)
+        # --- end of StaticDecoder wiring (one more line below) ---
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         generated = []
         for _ in range(max_new_tokens):
@@ -224,6 +235,9 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
             finished |= token == eos
             if bool(finished.all()):
                 break
+            if decoder is not None:  # StaticDecoder wiring
+                logits = decoder.step(token)
+                continue
             attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
             logits = self.language_model(
                 input_ids=token[:, None], attention_mask=attention_mask, cache=cache, use_cache=True,
