@@ -52,6 +52,15 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         metavar="S",
         help="stop a chunked prefill after S seconds (>= 3 chunks) and extrapolate its time, labelled as such",
     )
+    model.add_argument(
+        "--max-batch-memory-gib", type=float, default=80.0,
+        help="CUDA: decode throughput at the largest batch whose weights + caches fit in this many GiB (default 80)",
+    )
+    model.add_argument("--context-tokens", type=int, default=100_000, help="CUDA: context of that largest-batch decode (default 100000)")
+    model.add_argument(
+        "--training-tokens", type=int, default=16_384,
+        help="CUDA: tokens of the packed bf16 LoRA training step timed on the hybrid (0 skips it)",
+    )
     model.add_argument("--resume", action="store_true", help="keep the measured rows of an earlier run in --out")
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     model.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bfloat16 for the analytic model and on CUDA with mamba-ssm kernels, else float32")
@@ -88,6 +97,9 @@ def _bench_model(args: argparse.Namespace) -> int:
         prefill_budget_s=args.prefill_budget,
         resume=args.resume,
         seed=args.seed,
+        max_batch_memory_gib=args.max_batch_memory_gib,
+        context_tokens=args.context_tokens,
+        training_tokens=args.training_tokens,
         out=args.out,
     )
     results = run_model_bench(settings)

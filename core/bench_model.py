@@ -63,11 +63,13 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import LinearAttentionCacheLayerMixin
 
-from longllava.core import protocol
+from longllava.core import protocol, selective_scan
 from longllava.core.checkpoint import preset_config
 from longllava.core.configuration import LongLlavaConfig
+from longllava.core.decode import StaticDecoder
 from longllava.core.modeling import LongLlavaForConditionalGeneration, pool_image_features
 from longllava.core.processor import LongLlavaProcessor
+from longllava.core.selective_scan import KERNELS_RUN
 from longllava.core.tokenizer import load_tiny_tokenizer
 from longllava.errors import InputError
 
@@ -83,6 +85,8 @@ REPEATS, REPEAT_BELOW_S = 3, 2.0
 TARGET_IMAGES = 1000
 TARGETS = {"prefill_s": 0.33, "peak_bytes": 1.0, "cache_bytes": 0.15}
 MiB = 2**20
+GiB = 2**30
+DECODE_PATHS: set[str] = set()  # which decode paths ran (results.json "kernels")
 
 
 @dataclass
@@ -102,6 +106,11 @@ class ModelBenchConfig:
     prefill_budget_s: float | None = None  # a chunked prefill running longer stops; its time is extrapolated
     resume: bool = False  # keep the rows of an earlier run in ``out`` made with the same settings
     seed: int = 0
+    # CUDA only: decode throughput at the largest batch within this memory at this context
+    max_batch_memory_gib: float = 80.0
+    context_tokens: int = 100_000
+    throughput_steps: int = 20
+    training_tokens: int = 16_384  # the packed LoRA training step (hybrid); 0 skips it
     out: Path = Path("bench_model")
 
     def resolve(self) -> "ModelBenchConfig":
@@ -134,6 +143,10 @@ class ModelBenchConfig:
             raise InputError(f"--prefill-budget must be positive seconds, got {resolved.prefill_budget_s}")
         if resolved.threads is not None and resolved.threads < 1:
             raise InputError(f"--threads must be positive, got {resolved.threads}")
+        if resolved.max_batch_memory_gib <= 0 or resolved.context_tokens < 1 or resolved.throughput_steps < 1:
+            raise InputError("--max-batch-memory-gib, --context-tokens and the throughput steps must be positive")
+        if resolved.training_tokens < 0:
+            raise InputError(f"--training-tokens must be >= 0, got {resolved.training_tokens}")
         if resolved.chunk_size is not None and resolved.chunk_size < 1:
             raise InputError(f"--chunk-size must be positive, got {resolved.chunk_size}")
         return resolved
@@ -146,12 +159,12 @@ def mamba_kernels_available() -> bool:
 
 
 def _default_dtype_name(preset: str, cuda: bool) -> str:
-    """bfloat16 (the released dtype) for the analytic model and on CUDA with the mamba-ssm kernels;
-    float32 otherwise: transformers' pure-torch Jamba scan multiplies float32 states by bfloat16 C
-    and fails in bfloat16."""
+    """bfloat16 (the released dtype) for the analytic model and on CUDA (every Mamba path of
+    :mod:`longllava.core.mamba` computes its scan in float32 whatever the weights' dtype); float32
+    for the tiny preset on CPU."""
     if not cuda:
         return "float32" if preset == "tiny" else "bfloat16"
-    return "bfloat16" if mamba_kernels_available() else "float32"
+    return "bfloat16"
 
 
 # -- the three layouts and their analytic memory model --------------------------------------------
@@ -406,23 +419,35 @@ def timed_prefill(
 
 
 @torch.no_grad()
-def warm_up(language_model, device: str) -> None:
+def warm_up(model, device: str) -> None:
     """A short untimed prefill + decode: lazy initialisation must not land in the first measurement."""
+    language_model = model.language_model
     embeds = torch.randn(1, 64, language_model.config.hidden_size, device=device, dtype=language_model.dtype)
     cache, logits = prefill_embeds(language_model, embeds, 32)
-    decode_seconds(language_model, cache, logits, embeds.shape[1], 4)
+    decode_seconds(model, cache, logits, embeds.shape[1], 4)
 
 
 @torch.no_grad()
-def decode_seconds(language_model, cache: DynamicCache, logits: torch.Tensor, start: int, new_tokens: int) -> float:
-    """Seconds from token 1 (taken from the prefill logits) to token ``new_tokens``: t_n - t_1."""
+def decode_seconds(model, cache: DynamicCache, logits: torch.Tensor, start: int, new_tokens: int) -> float:
+    """Seconds from token 1 (taken from the prefill logits) to token ``new_tokens``: t_n - t_1.
+    On CUDA the decode runs as generation does there: static buffers, the step a CUDA graph
+    (:class:`~longllava.core.decode.StaticDecoder`); elsewhere over the dynamic cache."""
     device = str(logits.device)
     token = logits.argmax(-1)
+    decoder = None
+    if device.startswith("cuda"):
+        decoder = StaticDecoder(model, token.shape[0], start + new_tokens, device)
+        decoder.adopt(cache, torch.ones(token.shape[0], start, dtype=torch.long, device=device))
+        cache = None
     _synchronize(device)
     began = time.perf_counter()
     for step in range(new_tokens - 1):
-        token = _lm_step(language_model, cache, start + step, input_ids=token[:, None]).argmax(-1)
+        if decoder is not None:
+            token = decoder.step(token).argmax(-1)
+        else:
+            token = _lm_step(model.language_model, cache, start + step, input_ids=token[:, None]).argmax(-1)
     _synchronize(device)
+    DECODE_PATHS.add("dynamic-eager" if decoder is None else decoder.path)
     return time.perf_counter() - began
 
 
@@ -513,7 +538,7 @@ def measure(model, processor, variant: str, num_images: int, settings: ModelBenc
             )
             return row
         row.cache_bytes = measured_cache_bytes(timing.cache)
-        seconds = decode_seconds(lm, timing.cache, timing.logits, row.tokens, settings.max_new_tokens)
+        seconds = decode_seconds(model, timing.cache, timing.logits, row.tokens, settings.max_new_tokens)
         row.decode_tokens_per_s = (settings.max_new_tokens - 1) / seconds
     except torch.cuda.OutOfMemoryError as error:  # recorded, as the paper records OOM entries
         row.error = f"out of memory: {str(error).splitlines()[0]}"
@@ -521,6 +546,99 @@ def measure(model, processor, variant: str, num_images: int, settings: ModelBenc
         pixels = embeds = timing = None
         _release_freed_memory(device)
     return row
+
+
+# -- largest-batch decode throughput (the paper's "Max TP") and a packed LoRA training step -------
+def decode_bytes_per_sequence(text_config, context_tokens: int, new_tokens: int, dtype_bytes: int) -> int:
+    """What one more sequence adds to a decode batch: its cache + state at the full length (the
+    static K/V buffers are preallocated to it) and its float32 logits (the step's and the copy
+    handed back)."""
+    cache = analytic_cache_bytes(text_config, context_tokens + new_tokens, dtype_bytes)["total"]
+    return cache + 2 * 4 * text_config.vocab_size
+
+
+def largest_batch(config: LongLlavaConfig, context_tokens: int, new_tokens: int, dtype_bytes: int, cap_bytes: int) -> dict[str, int]:
+    """The most sequences whose weights + caches fit in ``cap_bytes`` by the analytic model."""
+    weights = parameter_counts(config)["total"] * dtype_bytes
+    per_sequence = decode_bytes_per_sequence(config.text_config, context_tokens, new_tokens, dtype_bytes)
+    return {"batch": max(0, (cap_bytes - weights) // per_sequence), "weights_bytes": weights, "bytes_per_sequence": per_sequence}
+
+
+@torch.no_grad()
+def max_batch_throughput(model, variant: str, context_tokens: int, cap_gib: float, steps: int, device: str) -> dict[str, Any]:
+    """Decode tokens/s of the largest batch within ``cap_gib`` at ``context_tokens`` of context.
+
+    The context is synthesised, as a 100K-token prefill per sequence would take the whole budget:
+    a short real prefill (Mamba states, which are fixed-size), then every attention layer's K/V
+    buffer filled with random values over the full context, all of it visible. Two untimed steps
+    (the eager one and, on CUDA, the graph capture), then ``steps`` timed ones."""
+    lm = model.language_model
+    dtype_bytes = lm.dtype.itemsize
+    sizing = largest_batch(model.config, context_tokens, steps + 2, dtype_bytes, int(cap_gib * GiB))
+    result: dict[str, Any] = {"variant": variant, "context_tokens": context_tokens, "cap_gib": cap_gib, **sizing}
+    if sizing["batch"] < 1:
+        result["error"] = f"the weights ({sizing['weights_bytes'] / GiB:.1f} GiB) leave no room for one sequence"
+        return result
+    batch = sizing["batch"]
+    try:
+        decoder = StaticDecoder(model, batch, context_tokens + steps + 2, device)
+        prompt = torch.randint(3, lm.config.vocab_size, (batch, 16), device=device)
+        token = decoder.prefill(prompt).argmax(-1)
+        for layer in decoder.cache.layers:
+            if not isinstance(layer, LinearAttentionCacheLayerMixin):
+                layer.keys[:, :, :context_tokens].normal_()
+                layer.values[:, :, :context_tokens].normal_()
+                layer.cumulative_length.fill_(context_tokens)
+        decoder.visible[..., :context_tokens] = True
+        decoder.slot.fill_(context_tokens)
+        decoder.length = context_tokens
+        for _ in range(2):
+            token = decoder.step(token).argmax(-1)
+        _synchronize(device)
+        began = time.perf_counter()
+        for _ in range(steps):
+            token = decoder.step(token).argmax(-1)
+        _synchronize(device)
+        seconds = time.perf_counter() - began
+        result.update(tokens_per_s=batch * steps / seconds, ms_per_step=1000 * seconds / steps, decode_path=decoder.path)
+    except torch.cuda.OutOfMemoryError as error:
+        result["error"] = f"out of memory: {str(error).splitlines()[0]}"
+    finally:
+        decoder = None
+        _release_freed_memory(device)
+    return result
+
+
+def packed_lora_training_step(model, tokens: int, samples: int, device: str) -> dict[str, Any]:
+    """Tokens/s of one LoRA training step (forward + backward, gradient checkpointing) over one row
+    of ``tokens`` tokens packed with ``samples`` samples (position ids restarting at 0), after an
+    untimed step. Adds LoRA adapters to ``model`` in place: run it last."""
+    from peft import LoraConfig, get_peft_model
+
+    lm = model.language_model
+    lm.activation_checkpointing_enable()
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "in_proj", "x_proj", "dt_proj", "out_proj"]
+    peft_lm = get_peft_model(lm, LoraConfig(r=16, lora_alpha=32, target_modules=targets))
+    ids = torch.randint(3, lm.config.vocab_size, (1, tokens), device=device)
+    positions = torch.cat([torch.arange(len(part)) for part in torch.arange(tokens).chunk(samples)])[None].to(device)
+    result: dict[str, Any] = {"tokens": tokens, "samples": samples, "dtype": str(lm.dtype).removeprefix("torch.")}
+    try:
+        for timed in (False, True):
+            _synchronize(device)
+            began = time.perf_counter()
+            loss = peft_lm(input_ids=ids, position_ids=positions, labels=ids, use_cache=False).loss
+            loss.backward()
+            _synchronize(device)
+            if timed:
+                result.update(seconds=time.perf_counter() - began, loss=float(loss.detach()))
+                result["tokens_per_s"] = tokens / result["seconds"]
+            peft_lm.zero_grad(set_to_none=True)
+    except torch.cuda.OutOfMemoryError as error:
+        result["error"] = f"out of memory: {str(error).splitlines()[0]}"
+    finally:
+        loss = None
+        _release_freed_memory(device)
+    return result
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -810,6 +928,10 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
         results["chunk_size"] = chunk_size
         results["decode_tokens"] = settings.max_new_tokens
         results["mamba_kernels"] = settings.device.startswith("cuda") and mamba_kernels_available()
+        results["mamba_kernel_setting"] = selective_scan.KERNELS
+        results["max_batch"] = []
+        KERNELS_RUN.clear()
+        DECODE_PATHS.clear()
         earlier = earlier_rows(settings, results) if settings.resume else {}
         rows: list[Row] = []
         steps = tqdm(total=len(settings.variants) * len(settings.images), desc="bench model", unit="run")
@@ -831,7 +953,7 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
                 else:
                     if model is None:
                         model = build_variant(config, name, settings.device, dtype, settings.seed)
-                        warm_up(model.language_model, settings.device)
+                        warm_up(model, settings.device)
                     if "vision_per_image" not in results:
                         batch = random_pixels(config.image_encode_batch_size, config, settings.device, settings.seed)
                         results["vision_per_image"] = {**vision_breakdown(model, batch), "batch": batch.shape[0]}
@@ -841,6 +963,15 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
                 results["ratios"] = ratios(rows)
                 _write(results, out)
                 steps.update()
+            if settings.device.startswith("cuda") and not over_budget():
+                model = model or build_variant(config, name, settings.device, dtype, settings.seed)
+                results["max_batch"].append(max_batch_throughput(
+                    model, name, settings.context_tokens, settings.max_batch_memory_gib, settings.throughput_steps, settings.device
+                ))
+                if name == "hybrid" and settings.training_tokens:
+                    results["training"] = packed_lora_training_step(model, settings.training_tokens, 4, settings.device)
+                _write(results, out)
+            results["kernels"] = {"decode": sorted(DECODE_PATHS), **dict(KERNELS_RUN)}
             model = None
             _release_freed_memory(settings.device)
         steps.close()
@@ -903,6 +1034,18 @@ def format_report(results: dict[str, Any]) -> str:
         if not mismatched
         else f"measured cache+state differs from the analytic model in {len(mismatched)} row(s) (see results.json)"
     )
+    lines.append(f"kernels that ran: {results.get('kernels', {})}")
+    for entry in results.get("max_batch", []):
+        head = (f"largest batch within {entry['cap_gib']:g} GiB at {entry['context_tokens']} tokens of context, "
+                f"{entry['variant']}: {entry['batch']} sequences")
+        lines.append(f"{head}: {entry['error']}" if "error" in entry else
+                     f"{head}, {entry['tokens_per_s']:.0f} tokens/s ({entry['ms_per_step']:.1f} ms a step, {entry['decode_path']})")
+    training = results.get("training")
+    if training:
+        lines.append(
+            f"packed LoRA training step ({training['tokens']} tokens, {training['samples']} samples, {training['dtype']}): "
+            + (training["error"] if "error" in training else f"{training['tokens_per_s']:.0f} tokens/s")
+        )
     return "\n".join(lines)
 
 

@@ -62,14 +62,13 @@ class StaticDecoder:
         if prompt >= self.max_len:
             raise ValueError(f"a {prompt}-token prompt leaves no room in a {self.max_len}-token static cache")
         dynamic, logits = self.model.prefill(input_ids, pixel_values, attention_mask, chunk_size)
-        self._load(dynamic, prompt)
-        self.visible[:, 0, 0, :prompt] = attention_mask.bool()
-        self.slot.fill_(prompt)
-        self.length = prompt
+        self.adopt(dynamic, attention_mask)
         return logits
 
-    def _load(self, dynamic, prompt: int) -> None:
-        """Move a prefilled DynamicCache into the static buffers, releasing each layer after."""
+    def adopt(self, dynamic, attention_mask: torch.Tensor) -> None:
+        """Move a prefilled DynamicCache of ``attention_mask.shape[1]`` tokens into the static
+        buffers, releasing each of its layers after the copy."""
+        prompt = attention_mask.shape[1]
         for static, source in zip(self.cache.layers, dynamic.layers):
             if isinstance(static, LinearAttentionCacheLayerMixin):
                 conv, state = source.conv_states[0], source.recurrent_states[0]
@@ -85,6 +84,9 @@ class StaticDecoder:
                 static.values[:, :, :prompt].copy_(source.values)
                 static.cumulative_length.fill_(prompt)
                 source.keys = source.values = None
+        self.visible[:, 0, 0, :prompt] = attention_mask.bool()
+        self.slot.fill_(prompt)
+        self.length = prompt
 
     def _forward(self) -> torch.Tensor:
         """One decode step over the static buffers; only in-place updates and fixed shapes."""
