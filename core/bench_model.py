@@ -580,7 +580,7 @@ def max_batch_throughput(model, variant: str, context_tokens: int, cap_gib: floa
         result["error"] = f"the weights ({sizing['weights_bytes'] / GiB:.1f} GiB) leave no room for one sequence"
         return result
     batch = sizing["batch"]
-    try:
+    with _out_of_memory_recorded(result, device):
         decoder = StaticDecoder(model, batch, context_tokens + steps + 2, device)
         prompt = torch.randint(3, lm.config.vocab_size, (batch, 16), device=device)
         token = decoder.prefill(prompt).argmax(-1)
@@ -601,12 +601,18 @@ def max_batch_throughput(model, variant: str, context_tokens: int, cap_gib: floa
         _synchronize(device)
         seconds = time.perf_counter() - began
         result.update(tokens_per_s=batch * steps / seconds, ms_per_step=1000 * seconds / steps, decode_path=decoder.path)
+    return result
+
+
+@contextmanager
+def _out_of_memory_recorded(result: dict[str, Any], device: str) -> Iterator[None]:
+    """An out-of-memory error becomes ``result["error"]`` (as the paper records OOM entries)."""
+    try:
+        yield
     except torch.cuda.OutOfMemoryError as error:
         result["error"] = f"out of memory: {str(error).splitlines()[0]}"
     finally:
-        decoder = None
         _release_freed_memory(device)
-    return result
 
 
 def packed_lora_training_step(model, tokens: int, samples: int, device: str) -> dict[str, Any]:
@@ -622,7 +628,7 @@ def packed_lora_training_step(model, tokens: int, samples: int, device: str) -> 
     ids = torch.randint(3, lm.config.vocab_size, (1, tokens), device=device)
     positions = torch.cat([torch.arange(len(part)) for part in torch.arange(tokens).chunk(samples)])[None].to(device)
     result: dict[str, Any] = {"tokens": tokens, "samples": samples, "dtype": str(lm.dtype).removeprefix("torch.")}
-    try:
+    with _out_of_memory_recorded(result, device):
         for timed in (False, True):
             _synchronize(device)
             began = time.perf_counter()
@@ -633,11 +639,7 @@ def packed_lora_training_step(model, tokens: int, samples: int, device: str) -> 
                 result.update(seconds=time.perf_counter() - began, loss=float(loss.detach()))
                 result["tokens_per_s"] = tokens / result["seconds"]
             peft_lm.zero_grad(set_to_none=True)
-    except torch.cuda.OutOfMemoryError as error:
-        result["error"] = f"out of memory: {str(error).splitlines()[0]}"
-    finally:
-        loss = None
-        _release_freed_memory(device)
+            loss = None
     return result
 
 

@@ -34,17 +34,23 @@ BLOCK_D = 16
 
 
 @triton.jit
+def _channel_tile(channels, n_state, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's channels (axis 1 of the grid) and states, with their in-range masks."""
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    n = tl.arange(0, BLOCK_N)
+    d_ok = d < channels
+    n_ok = n < n_state
+    return d, n, d_ok, n_ok, d_ok[:, None] & n_ok[None, :]
+
+
+@triton.jit
 def _scan_fwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, keep_ptr, h0_ptr, y_ptr, h_last_ptr, ckpt_ptr,
     length, channels, n_state, n_chunks,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SAVE: tl.constexpr,
 ):
     b = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, BLOCK_N)
-    d_ok = d < channels
-    n_ok = n < n_state
-    dn_ok = d_ok[:, None] & n_ok[None, :]
+    d, n, d_ok, n_ok, dn_ok = _channel_tile(channels, n_state, BLOCK_D, BLOCK_N)
     A = tl.load(A_ptr + d[:, None] * n_state + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
     state_offsets = d[:, None] * n_state + n[None, :]
     h = tl.load(h0_ptr + b * channels * n_state + state_offsets, mask=dn_ok, other=0.0).to(tl.float32)
@@ -75,11 +81,7 @@ def _scan_bwd_kernel(
 ):
     b = tl.program_id(0)
     block = tl.program_id(1)
-    d = block * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, BLOCK_N)
-    d_ok = d < channels
-    n_ok = n < n_state
-    dn_ok = d_ok[:, None] & n_ok[None, :]
+    d, n, d_ok, n_ok, dn_ok = _channel_tile(channels, n_state, BLOCK_D, BLOCK_N)
     state_offsets = d[:, None] * n_state + n[None, :]
     A = tl.load(A_ptr + state_offsets, mask=dn_ok, other=0.0).to(tl.float32)
     # dLoss/dh_t flowing back from later tokens, starting from the last state's gradient
@@ -308,11 +310,7 @@ def _step_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, BLOCK_N)
-    d_ok = d < channels
-    n_ok = n < n_state
-    dn_ok = d_ok[:, None] & n_ok[None, :]
+    d, n, d_ok, n_ok, dn_ok = _channel_tile(channels, n_state, BLOCK_D, BLOCK_N)
     state_offsets = b * channels * n_state + d[:, None] * n_state + n[None, :]
     h = tl.load(state_ptr + state_offsets, mask=dn_ok, other=0.0).to(tl.float32)
     A = tl.load(A_ptr + d[:, None] * n_state + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
