@@ -59,9 +59,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         metavar="S",
         help="stop a chunked prefill after S seconds (>= 3 chunks) and extrapolate its time, labelled as such",
     )
+    model.add_argument(
+        "--max-batch-memory-gib", type=float, default=80.0,
+        help="CUDA: decode throughput at the largest batch whose weights + caches fit in this many GiB (default 80)",
+    )
+    model.add_argument("--context-tokens", type=int, default=100_000, help="CUDA: context of that largest-batch decode (default 100000)")
+    model.add_argument("--throughput-steps", type=int, default=20, help="CUDA: timed decode steps of that largest batch (default 20)")
+    model.add_argument(
+        "--training-tokens", type=int, default=16_384,
+        help="CUDA: tokens of the packed bf16 LoRA training step timed on the hybrid (0 skips it)",
+    )
     model.add_argument("--resume", action="store_true", help="keep the measured rows of an earlier run in --out")
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    model.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bfloat16 for the analytic model and on CUDA with mamba-ssm kernels, else float32")
+    model.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bfloat16 for the analytic model and on CUDA, float32 for the tiny preset on CPU")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a shared machine)")
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--out", type=Path, default=Path("bench_model"), help="output folder (results.json, .md, .png)")

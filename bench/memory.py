@@ -128,3 +128,18 @@ class PeakMemory:
             self._thread.join()
             self._peak = max(self._peak, self._process.memory_info().rss)
             self.peak_bytes = self._peak - self._baseline
+
+
+def decode_bytes_per_sequence(text_config, context_tokens: int, new_tokens: int, dtype_bytes: int) -> int:
+    """What one more sequence adds to a decode batch: its cache + state at the full length (the
+    static K/V buffers are preallocated to it) and its float32 logits (the step's and the copy
+    handed back)."""
+    cache = analytic_cache_bytes(text_config, context_tokens + new_tokens, dtype_bytes)["total"]
+    return cache + 2 * 4 * text_config.vocab_size
+
+
+def largest_batch(config: LongLlavaConfig, context_tokens: int, new_tokens: int, dtype_bytes: int, cap_bytes: int) -> dict[str, int]:
+    """The most sequences whose weights + caches fit in ``cap_bytes`` by the analytic model."""
+    weights = parameter_counts(config)["total"] * dtype_bytes
+    per_sequence = decode_bytes_per_sequence(config.text_config, context_tokens, new_tokens, dtype_bytes)
+    return {"batch": max(0, (cap_bytes - weights) // per_sequence), "weights_bytes": weights, "bytes_per_sequence": per_sequence}

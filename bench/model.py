@@ -65,7 +65,9 @@ from longllava.bench.memory import (
 )
 from longllava.bench.report import Row, check_targets, hardware_label, markdown_table, plot, ratios
 from longllava.bench.settings import CPU_PRESET, QUESTION, ModelBenchConfig, mamba_kernels_available, variant_config
-from longllava.core import protocol
+from longllava.bench.throughput import max_batch_throughput, packed_lora_training_step
+from longllava.core import protocol, selective_scan
+from longllava.core.decode import StaticDecoder
 from longllava.core.checkpoint import preset_config
 from longllava.core.configuration import LongLlavaConfig
 from longllava.core.modeling import LongLlavaForConditionalGeneration, pool_image_features
@@ -76,6 +78,7 @@ from longllava.errors import InputError
 # Short prefills are repeated (best of up to REPEATS while their total stays under REPEAT_BELOW_S):
 # one-off costs such as oneDNN primitive creation for a new shape would otherwise dominate them.
 REPEATS, REPEAT_BELOW_S = 3, 2.0
+DECODE_PATHS: set[str] = set()  # which decode paths ran (results.json "kernels")
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -183,19 +186,31 @@ def warm_up(model: LongLlavaForConditionalGeneration, device: str) -> None:
     lm = model.language_model
     embeds = torch.randn(1, 64, lm.config.hidden_size, device=device, dtype=lm.dtype)
     cache, logits = model.prefill(inputs_embeds=embeds, chunk_size=32)
-    decode_seconds(model, cache, logits, 4)
+    decode_seconds(model, cache, logits, embeds.shape[1], 4)
 
 
 @torch.no_grad()
-def decode_seconds(model: LongLlavaForConditionalGeneration, cache: DynamicCache, logits: torch.Tensor, new_tokens: int) -> float:
-    """Seconds from token 1 (taken from the prefill logits) to token ``new_tokens``: t_n - t_1."""
+def decode_seconds(model: LongLlavaForConditionalGeneration, cache: DynamicCache, logits: torch.Tensor,
+                   prompt_tokens: int, new_tokens: int) -> float:
+    """Seconds from token 1 (taken from the prefill logits) to token ``new_tokens``: t_n - t_1.
+    On CUDA the decode runs as generation does there: static buffers, the step a CUDA graph
+    (:class:`~longllava.core.decode.StaticDecoder`); elsewhere over the dynamic cache."""
     device = str(logits.device)
     token = logits.argmax(-1)
+    decoder = None
+    if device.startswith("cuda"):
+        decoder = StaticDecoder(model, token.shape[0], prompt_tokens + new_tokens, device)
+        decoder.adopt(cache, torch.ones(token.shape[0], prompt_tokens, dtype=torch.long, device=device))
+        cache = None
     synchronize(device)
     began = time.perf_counter()
     for _ in range(new_tokens - 1):
-        token = model.cached_step(cache, input_ids=token[:, None]).argmax(-1)
+        if decoder is not None:
+            token = decoder.step(token).argmax(-1)
+        else:
+            token = model.cached_step(cache, input_ids=token[:, None]).argmax(-1)
     synchronize(device)
+    DECODE_PATHS.add("dynamic-eager" if decoder is None else decoder.path)
     return time.perf_counter() - began
 
 
@@ -269,7 +284,7 @@ def measure(model, processor, variant: str, num_images: int, settings: ModelBenc
             )
             return row
         row.cache_bytes = measured_cache_bytes(timing.cache)
-        seconds = decode_seconds(model, timing.cache, timing.logits, settings.max_new_tokens)
+        seconds = decode_seconds(model, timing.cache, timing.logits, row.tokens, settings.max_new_tokens)
         row.decode_tokens_per_s = (settings.max_new_tokens - 1) / seconds
     except torch.cuda.OutOfMemoryError as error:  # recorded, as the paper records OOM entries
         row.error = f"out of memory: {str(error).splitlines()[0]}"
@@ -366,6 +381,10 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
         results["chunk_size"] = chunk_size
         results["decode_tokens"] = settings.max_new_tokens
         results["mamba_kernels"] = settings.device.startswith("cuda") and mamba_kernels_available()
+        results["mamba_kernel_setting"] = selective_scan.KERNELS
+        results["max_batch"] = []
+        selective_scan.KERNELS_RUN.clear()
+        DECODE_PATHS.clear()
         earlier = earlier_rows(settings, results) if settings.resume else {}
         rows: list[Row] = []
         steps = tqdm(total=len(settings.variants) * len(settings.images), desc="bench model", unit="run")
@@ -397,6 +416,15 @@ def _run(settings: ModelBenchConfig) -> dict[str, Any]:
                 results["ratios"] = ratios(rows)
                 _write(results, out)
                 steps.update()
+            if settings.device.startswith("cuda") and not over_budget():
+                model = model or build_variant(config, name, settings.device, dtype, settings.seed)
+                results["max_batch"].append(max_batch_throughput(
+                    model, name, settings.context_tokens, settings.max_batch_memory_gib, settings.throughput_steps, settings.device
+                ))
+                if name == "hybrid" and settings.training_tokens:
+                    results["training"] = packed_lora_training_step(model, settings.training_tokens, 4, settings.device)
+                _write(results, out)
+            results["kernels"] = {"decode": sorted(DECODE_PATHS), **dict(selective_scan.KERNELS_RUN)}
             model = None
             release_freed_memory(settings.device)
         steps.close()

@@ -224,6 +224,18 @@ def format_report(results: dict[str, Any]) -> str:
         if not mismatched
         else f"measured cache+state differs from the analytic model in {len(mismatched)} row(s) (see results.json)"
     )
+    lines.append(f"kernels that ran: {results.get('kernels', {})}")
+    for entry in results.get("max_batch", []):
+        head = (f"largest batch within {entry['cap_gib']:g} GiB at {entry['context_tokens']} tokens of context, "
+                f"{entry['variant']}: {entry['batch']} sequences")
+        lines.append(f"{head}: {entry['error']}" if "error" in entry else
+                     f"{head}, {entry['tokens_per_s']:.0f} tokens/s ({entry['ms_per_step']:.1f} ms a step, {entry['decode_path']})")
+    training = results.get("training")
+    if training:
+        lines.append(
+            f"packed LoRA training step ({training['tokens']} tokens, {training['samples']} samples, {training['dtype']}): "
+            + (training["error"] if "error" in training else f"{training['tokens_per_s']:.0f} tokens/s")
+        )
     return "\n".join(lines)
 
 

@@ -38,6 +38,12 @@ class ModelBenchConfig:
     prefill_budget_s: float | None = None  # a chunked prefill running longer stops; its time is extrapolated
     resume: bool = False  # keep the rows of an earlier run in ``out`` made with the same settings
     seed: int = 0
+    # CUDA only: decode throughput at the largest batch within this memory at this context (the
+    # paper's "Max TP"), and a packed LoRA training step of the hybrid (0 tokens skips it)
+    max_batch_memory_gib: float = 80.0
+    context_tokens: int = 100_000
+    throughput_steps: int = 20
+    training_tokens: int = 16_384
     out: Path = Path("bench_model")
 
     def resolve(self) -> "ModelBenchConfig":
@@ -72,6 +78,10 @@ class ModelBenchConfig:
             raise InputError(f"--prefill-budget must be positive seconds, got {resolved.prefill_budget_s}")
         if resolved.threads is not None and resolved.threads < 1:
             raise InputError(f"--threads must be positive, got {resolved.threads}")
+        if resolved.max_batch_memory_gib <= 0 or resolved.context_tokens < 1 or resolved.throughput_steps < 1:
+            raise InputError("--max-batch-memory-gib, --context-tokens and the throughput steps must be positive")
+        if resolved.training_tokens < 0:
+            raise InputError(f"--training-tokens must be >= 0, got {resolved.training_tokens}")
         if resolved.chunk_size is not None and resolved.chunk_size < 1:
             raise InputError(f"--chunk-size must be positive, got {resolved.chunk_size}")
         return resolved
@@ -84,12 +94,12 @@ def mamba_kernels_available() -> bool:
 
 
 def _default_dtype_name(preset: str, cuda: bool) -> str:
-    """bfloat16 (the released dtype) for the analytic model and on CUDA with the mamba-ssm kernels;
-    float32 otherwise: transformers' pure-torch Jamba scan multiplies float32 states by bfloat16 C
-    and fails in bfloat16."""
+    """bfloat16 (the released dtype) for the analytic model and on CUDA (every Mamba path of
+    :mod:`longllava.core.mamba` computes its scan in float32 whatever the weights' dtype); float32
+    for the tiny preset on CPU."""
     if not cuda:
         return "float32" if preset == CPU_PRESET else "bfloat16"
-    return "bfloat16" if mamba_kernels_available() else "float32"
+    return "bfloat16"
 
 
 def variant_config(config: LongLlavaConfig, variant: str) -> LongLlavaConfig:

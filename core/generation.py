@@ -4,9 +4,10 @@ The reference's chat code generates greedily with ``max_new_tokens=768`` and
 ``min_new_tokens=1`` (an end of text as the very first token is not allowed); those are
 :class:`GenerationSettings`' defaults. Sampling uses transformers' logits processors.
 
-The loop is split into :func:`prefill` (the prompt, chunked, through ``model.prefill``) and
-:func:`decode_step` (one token through the language model with its cache), so that a faster
-decoder (a static cache, CUDA graphs) replaces only the step.
+The loop is split into the prompt's chunked prefill and one decode step per token. The step runs
+over one of two caches: the dynamic cache (:func:`decode_step`, the model's ``cached_step``), or
+preallocated buffers whose step is replayed as a CUDA graph
+(:class:`~longllava.core.decode.StaticDecoder`), the default on CUDA; both give the same tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from longllava.core.decode import StaticDecoder
 from longllava.errors import InputError
 
 GIB = 1024**3
@@ -109,11 +111,6 @@ def check_prompt_memory(model, input_ids: torch.Tensor) -> None:
         )
 
 
-def prefill(model, input_ids, pixel_values=None, attention_mask=None, chunk_size=None):
-    """(cache, logits of the last position) for the prompt, run in chunks."""
-    return model.prefill(input_ids, pixel_values, attention_mask, chunk_size)
-
-
 def decode_step(model, token: torch.Tensor, attention_mask: torch.Tensor, cache) -> torch.Tensor:
     """Logits (B, V) for the next position after feeding ``token`` (B,) through the cached LM."""
     return model.cached_step(cache, attention_mask, input_ids=token[:, None])
@@ -135,10 +132,12 @@ def iter_tokens(
     settings: GenerationSettings = GenerationSettings(),
     eos_token_id: int | None = None,
     chunk_size: int | None = None,
+    static_cache: bool | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield each step's new tokens (B,); rows that ended are filled with the pad id. Stops when
     every row has produced the end of text or after ``settings.max_new_tokens`` steps. Batches must
-    be left-padded."""
+    be left-padded. ``static_cache``: decode over preallocated buffers, the step a CUDA graph on
+    CUDA (:class:`~longllava.core.decode.StaticDecoder`); default: on CUDA."""
     eos = model.config.text_config.eos_token_id if eos_token_id is None else eos_token_id
     pad = model.config.text_config.pad_token_id or 0
     if attention_mask is None:
@@ -148,7 +147,12 @@ def iter_tokens(
     generator = None
     if settings.do_sample and settings.seed is not None:
         generator = torch.Generator(input_ids.device).manual_seed(settings.seed)
-    cache, logits = prefill(model, input_ids, pixel_values, attention_mask, chunk_size)
+    decoder = None
+    if input_ids.is_cuda if static_cache is None else static_cache:
+        decoder = StaticDecoder(model, input_ids.shape[0], input_ids.shape[1] + settings.max_new_tokens, input_ids.device)
+        logits = decoder.prefill(input_ids, pixel_values, attention_mask, chunk_size)
+    else:
+        cache, logits = model.prefill(input_ids, pixel_values, attention_mask, chunk_size)
     generated = input_ids.new_zeros((input_ids.shape[0], 0))
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for step in range(settings.max_new_tokens):
@@ -158,6 +162,9 @@ def iter_tokens(
         finished |= token == eos
         if bool(finished.all()) or step + 1 == settings.max_new_tokens:
             return
+        if decoder is not None:  # its mask opens the new slot for every row; finished rows are ignored
+            logits = decoder.step(token)
+            continue
         attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
         logits = decode_step(model, token, attention_mask, cache)
 
@@ -171,11 +178,13 @@ def generate(
     on_token: Callable[[torch.Tensor], None] | None = None,
     eos_token_id: int | None = None,
     chunk_size: int | None = None,
+    static_cache: bool | None = None,
 ) -> torch.Tensor:
     """New tokens (B, <= max_new_tokens) after the prompt; ``on_token`` receives each step's (B,)
     tokens as they are produced (streaming)."""
     steps = []
-    for token in iter_tokens(model, input_ids, pixel_values, attention_mask, settings, eos_token_id, chunk_size):
+    for token in iter_tokens(model, input_ids, pixel_values, attention_mask, settings, eos_token_id, chunk_size,
+                             static_cache):
         if on_token is not None:
             on_token(token)
         steps.append(token)

@@ -242,13 +242,15 @@ class LongLlavaForConditionalGeneration(LongLlavaPreTrainedModel):
         max_new_tokens: int = 64,
         eos_token_id: int | None = None,
         chunk_size: int | None = None,
+        static_cache: bool | None = None,
     ) -> torch.Tensor:
         """Greedy decoding (:func:`longllava.core.generation.generate` without a minimum length).
         Batches must be left-padded. Returns the new tokens (B, <= max_new_tokens); finished rows
-        are filled with the pad id."""
+        are filled with the pad id. ``static_cache``: preallocated buffers, the step a CUDA graph
+        (default on CUDA)."""
         settings = GenerationSettings(max_new_tokens=max_new_tokens, min_new_tokens=0)
         return generate(self, input_ids, pixel_values, attention_mask, settings, eos_token_id=eos_token_id,
-                        chunk_size=chunk_size)
+                        chunk_size=chunk_size, static_cache=static_cache)
 
 
 AutoConfig.register("longllava", LongLlavaConfig)

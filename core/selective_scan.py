@@ -12,17 +12,28 @@ sample). Two implementations, chosen by :func:`selective_scan`:
   ~4x faster (fwd+bwd of one tiny mixer on 2000 tokens, 2 threads: 87 -> 21 ms) and its memory is
   that of the (batch, tokens, D) inputs, whatever the length. The backward recomputes each
   channel's states instead of storing them.
-* Other devices (a GPU without mamba-ssm): mambapy's parallel scan (or a sequential loop) over the
+* CUDA tensors: fused Triton kernels (:mod:`longllava.core.triton_scan`, forward and backward, the
+  same design on a GPU: the state in registers, the backward recomputing it from checkpoints).
+* Other devices, or no numba / triton: mambapy's parallel scan (or a sequential loop) over the
   materialised tensors, in blocks of ``SCAN_BLOCK`` tokens at inference to bound their memory.
 
-Both compute in float32 and support packed samples (``resets``: the state is cut before a token
+:data:`KERNELS` (environment ``LONGLLAVA_MAMBA_KERNELS``) overrides the choice: ``auto`` (the rule
+above), ``numba``, ``triton`` (tests select it on CPU tensors under ``TRITON_INTERPRET=1``),
+``torch``, or ``mamba-ssm`` (the mixer's plain full-sequence CUDA forward goes to mamba-ssm's
+kernels, which ``auto`` also picks for that case where they are installed; see
+:mod:`longllava.core.mamba`). :data:`KERNELS_RUN` counts which implementation ran, for the benches.
+
+All compute in float32 and support packed samples (``resets``: the state is cut before a token
 that starts a new sample) and an initial state (chunked prefill), and return the last state.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import threading
+from collections import Counter
 
 import numpy as np
 import torch
@@ -39,14 +50,42 @@ except ImportError:  # the pure-torch path below still runs, ~4x slower on a CPU
 # exactly from block to block. (The CPU kernel needs no blocks.)
 SCAN_BLOCK = 1024
 
+KERNEL_CHOICES = ("auto", "numba", "triton", "torch", "mamba-ssm")
+KERNELS = os.environ.get("LONGLLAVA_MAMBA_KERNELS", "auto")
+KERNELS_RUN: Counter = Counter()  # implementation name -> calls, read by the benches
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def scan_kernels(device: torch.device) -> str:
+    """The scan implementation for tensors on ``device``: ``numba``, ``triton`` or ``torch``."""
+    if KERNELS not in KERNEL_CHOICES:
+        raise ValueError(f"LONGLLAVA_MAMBA_KERNELS={KERNELS!r}: expected one of {', '.join(KERNEL_CHOICES)}")
+    if KERNELS in ("numba", "triton", "torch"):
+        return KERNELS
+    if device.type == "cpu" and numba is not None:
+        return "numba"
+    if device.type == "cuda" and triton_available():
+        return "triton"
+    return "torch"
+
 
 def selective_scan(x, dt, A, B, C, resets=None, initial_state=None, use_mambapy: bool = True):
-    """``(y, last_state)`` of the scan above over float32 inputs; ``resets`` (batch, tokens) bool
-    marks tokens whose state starts from zero (a packed sample's first token); ``initial_state``
-    (batch, D, N) or None (zeros)."""
+    """``(y, last_state)`` of the scan above, float32 whatever the inputs' dtype; ``resets``
+    (batch, tokens) bool marks tokens whose state starts from zero (a packed sample's first
+    token); ``initial_state`` (batch, D, N) or None (zeros)."""
     if initial_state is None:
-        initial_state = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
-    if x.device.type == "cpu" and numba is not None:
+        initial_state = x.new_zeros(x.shape[0], x.shape[2], A.shape[1], dtype=torch.float32)
+    kernels = scan_kernels(x.device)
+    KERNELS_RUN[f"scan:{kernels}"] += 1
+    if kernels == "triton":
+        from longllava.core.triton_scan import triton_scan  # imports triton: only where it runs
+
+        return triton_scan(x, dt, A, B, C, resets, initial_state)
+    x, dt, A, B, C, initial_state = (t.float() for t in (x, dt, A, B, C, initial_state))
+    if kernels == "numba":
         return cpu_kernel_scan(x, dt, A, B, C, resets, initial_state)
     return torch_selective_scan(x, dt, A, B, C, resets, initial_state, use_mambapy)
 
