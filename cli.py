@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         # Progress bars only on a terminal: in a log or a pipe they are pages of carriage returns.
         # tqdm (also under transformers' weight loading and the Trainer) reads its defaults from
         # TQDM_* variables once, when it is imported: so before the sub-commands are (an explicit
-        # TQDM_DISABLE=0 keeps the bars).
+        # TQDM_DISABLE set to an empty value keeps the bars:
+        # tqdm reads any other text as True).
         os.environ.setdefault("TQDM_DISABLE", "1")
     args = build_parser().parse_args(argv)
     try:

@@ -9,6 +9,11 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# The Triton kernels are tested on CPU tensors through triton's interpreter (CI has no GPU). It must
+# be on before triton is first imported, and torch imports it as soon as it is installed: so here,
+# before any test module imports torch. Nothing else in the suite runs Triton (CPU tensors take
+# the numba scan).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

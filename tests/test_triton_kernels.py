@@ -1,27 +1,28 @@
 """The Triton kernels (core/triton_scan.py) on CPU tensors through triton's interpreter.
 
-CI has no GPU: ``TRITON_INTERPRET=1`` must be set before the kernels are decorated, i.e. before
-``longllava.core.triton_scan`` is first imported, which is why it is set at the top of this module.
+CI has no GPU: ``TRITON_INTERPRET=1`` must be set before triton is first imported (torch imports
+it), so tests/conftest.py sets it; this module checks that it is on.
 The interpreter is slow (a Python loop per token and program), so shapes are tiny; the block sizes
 are shrunk so that lengths and widths are *not* multiples of them and several chunks run.
 """
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"
+import pytest
+import torch
+from torch import nn
+from transformers import DynamicCache
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
+from longllava.core import mamba as mamba_module
+from longllava.core import selective_scan as scan
+from longllava.core import triton_scan
+from longllava.core.configuration import tiny_config
+from longllava.core.modeling import LongLlavaForConditionalGeneration
 
-from longllava.core import mamba as mamba_module  # noqa: E402
-from longllava.core import selective_scan as scan  # noqa: E402
-from longllava.core import triton_scan  # noqa: E402
-from longllava.core.configuration import tiny_config  # noqa: E402
-from longllava.core.modeling import LongLlavaForConditionalGeneration  # noqa: E402
+from tests.test_mamba_scan import reference_scan, scan_inputs
 
-from tests.test_mamba_scan import reference_scan, scan_inputs  # noqa: E402
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "tests/conftest.py turns triton's interpreter on"
 
 
 @pytest.fixture(autouse=True)
