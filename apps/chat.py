@@ -33,3 +33,10 @@ class Conversation:
         self.history_images = message.images
         self.trace = answer.trace
         return answer
+
+
+def chat_messages(history: list[dict] | None, question: str, answer: str, footnote: str) -> list[dict]:
+    """The chatbot's messages after one more turn: the question, then the answer with a footnote
+    in italics (what the answer is based on, its cost)."""
+    return [*(history or []), {"role": "user", "content": question},
+            {"role": "assistant", "content": f"{answer}\n\n*{footnote}*"}]

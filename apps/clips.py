@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from longllava.apps.chat import Conversation
+from longllava.apps.chat import Conversation, chat_messages
 from longllava.apps.panels import chat_panel
 from longllava.apps.serving import ModelLoader, shown_errors
 from longllava.apps.sessions import Session, SessionStore
@@ -114,8 +114,7 @@ def clip_tab(model: ModelLoader, settings: DemoSettings, store: SessionStore) ->
             footnote = (f"based on {len(rows)} frames at {rows[0][2]:g} to {rows[-1][2]:g} s"
                         + ("" if first else ", sent with the first question")
                         + f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s")
-            messages = [*(history or []), {"role": "user", "content": question},
-                        {"role": "assistant", "content": f"{answer.text}\n\n*{footnote}*"}]
+            messages = chat_messages(history, question, answer.text, footnote)
             return messages, rows, ""
 
     def clear_clip_chat(request: gr.Request):

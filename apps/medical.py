@@ -12,7 +12,7 @@ import gradio as gr
 from PIL import Image
 
 from longllava.apps.answers import describe_slices, grid_footnote, slice_rows, tiles_named
-from longllava.apps.chat import Conversation
+from longllava.apps.chat import Conversation, chat_messages
 from longllava.apps.clips import clip_tab
 from longllava.apps.overlay import draw_grid, mosaic
 from longllava.apps.serving import CACHE_CLEANUP, RESEARCH_NOTICE, ModelLoader, model_status, shown_errors
@@ -84,10 +84,6 @@ def _render(volume: CTVolume, z: int, windows) -> Image.Image:
 
 def _slice_label(volume: CTVolume, z: int) -> str:
     return f"slice z index {z} of {volume.shape[0] - 1}, z = {float(volume.slice_z_mm[z]):.1f} mm"
-
-
-def _assistant_message(text: str, footnote: str) -> dict:
-    return {"role": "assistant", "content": f"{text}\n\n*{footnote}*"}
 
 
 def build_medical_app(model: ModelLoader, settings: DemoSettings, sessions: SessionStore | None = None) -> gr.Blocks:
@@ -176,7 +172,7 @@ def build_medical_app(model: ModelLoader, settings: DemoSettings, sessions: Sess
             answer = chat.ask(model.get(progress), question, int(max_new_tokens))
             footnote = f"based on {describe_slices(chat.trace)}" + ("" if first else ", sent with the first question")
             footnote += f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s"
-            messages = [*(history or []), {"role": "user", "content": question}, _assistant_message(answer.text, footnote)]
+            messages = chat_messages(history, question, answer.text, footnote)
             return messages, slice_rows(chat.trace), ""
 
     def clear_ct_chat(request: gr.Request):
@@ -245,7 +241,7 @@ def build_medical_app(model: ModelLoader, settings: DemoSettings, sessions: Sess
             answer = chat.ask(model.get(progress), question, int(max_new_tokens))
             named = tiles_named(answer.text, part.rows, part.cols)
             footnote = grid_footnote(answer, part.rows, part.cols, "sub-images", first, named)
-            messages = [*(history or []), {"role": "user", "content": question}, _assistant_message(answer.text, footnote)]
+            messages = chat_messages(history, question, answer.text, footnote)
             return messages, draw_grid(picture, boxes, highlight=named), ""
 
     def clear_pathology_chat(request: gr.Request):

@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from longllava.apps.answers import grid_footnote, tiles_named
-from longllava.apps.chat import Conversation
+from longllava.apps.chat import Conversation, chat_messages
 from longllava.apps.overlay import draw_grid, window_boxes
 from longllava.apps.serving import CACHE_CLEANUP, ModelLoader, model_status, shown_errors
 from longllava.apps.sessions import Session, SessionStore
@@ -147,8 +147,7 @@ def build_remote_sensing_app(model: ModelLoader, settings: DemoSettings, session
             named = tiles_named(answer.text, grid.rows, grid.cols)
             footnote = grid_footnote(answer, grid.rows, grid.cols, f"tiles of {grid.tile} px", first, named,
                                      "highlighted, bounds below")
-            messages = [*(history or []), {"role": "user", "content": question},
-                        {"role": "assistant", "content": f"{answer.text}\n\n*{footnote}*"}]
+            messages = chat_messages(history, question, answer.text, footnote)
             return messages, draw_grid(thumbnail, boxes, highlight=named), _tile_rows(grid, named), ""
 
     def clear_chat(request: gr.Request):

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from longllava.apps.answers import tiles_named
-from longllava.apps.chat import Conversation
+from longllava.apps.chat import Conversation, chat_messages
 from longllava.apps.overlay import draw_grid, window_boxes
 from longllava.apps.panels import chat_panel
 from longllava.apps.serving import ModelLoader, shown_errors
@@ -136,8 +136,7 @@ def time_series_section(model: ModelLoader, settings: DemoSettings, store: Sessi
             footnote = (f"based on {len(series.dates)} dates" + ("" if first else ", sent with the first question")
                         + ("; names " + ", ".join(f"r{r}c{c}" for r, c in named) + " (highlighted)" if named else "")
                         + f" · {answer.num_prompt_tokens:,} prompt tokens · {answer.seconds:.1f} s")
-            messages = [*(history or []), {"role": "user", "content": question},
-                        {"role": "assistant", "content": f"{answer.text}\n\n*{footnote}*"}]
+            messages = chat_messages(history, question, answer.text, footnote)
             return messages, used_rows(chat.trace), _view(session, k, named), ""
 
     def clear_series_chat(request: gr.Request):
